@@ -1,0 +1,203 @@
+"""The backend: the one composition root. Builds every organ from settings and runs the threads."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from a4ps.backend.commands import CommandTable
+from a4ps.backend.server import ZmqServer
+from a4ps.backend.tasks import CANCELLED, DONE, FAILED, Task, TaskQueue
+from a4ps.config import Codex, Settings
+from a4ps.events import EventBus
+from a4ps.events.bus import BusLogHandler
+from a4ps.graph import SocraticGraph, TaskCancelled
+from a4ps.graph.voice import Voices
+from a4ps.models import ModelError, ModelManager, select_provider
+from a4ps.protos import LivingImage, ProtoManager
+
+log = logging.getLogger(__name__)
+
+IMAGE_FORMAT = 1
+
+
+class Backend:
+    """Owns the organs, the task queue, the worker and autosave threads and the ZeroMQ server."""
+
+    def __init__(self, settings: Settings, codex: Codex):
+        self.settings, self.codex = settings, codex
+        self.data_dir = Path(settings.data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.bus = EventBus()
+        self._log_handler = BusLogHandler(self.bus)
+        self.image = LivingImage(self.data_dir / "image", self.data_dir / "image.key", settings.image.keep_checkpoints)
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self._threads: list[threading.Thread] = []
+        self._save_lock = threading.Lock()
+        self.started_at = time.time()
+
+        provider, reason = select_provider(settings.models, {p.models["ollama"] for p in codex.persona})
+        log.info("model provider: %s (%s)", provider.name, reason)
+        self.models = ModelManager(provider, json_retries=settings.models.json_retries, reason=reason)
+
+        state, _ = self.image.load_latest()
+        state = state if state and state.get("format") == IMAGE_FORMAT else None
+        self.protos = ProtoManager.from_codex(codex, provider.name, (state or {}).get("protos"))
+        self.tasks = TaskQueue(settings.backend.recent_tasks)
+        if state:
+            self.tasks.restore(state.get("tasks", []))
+        self.autonomy = {"state": "idle", "reason": "no autonomous loop is installed"}
+
+        self.voices = Voices(self.models, self.protos, self.bus, settings.models.max_tokens,
+                             settings.models.repeat_penalty)
+        self.graph = SocraticGraph(self.voices, codex, settings.graph, self.bus)
+        self.commands = CommandTable(self)
+        self.server = ZmqServer(settings.zmq.pub_addr, settings.zmq.rep_addr, settings.zmq.max_request_bytes,
+                                self.commands, on_join=self.publish_snapshot)
+
+    # --- state ----------------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        running = self.tasks.running
+        return {
+            "provider": self.models.provider_name,
+            "provider_reason": self.models.reason,
+            "protos": self.protos.snapshot(),
+            "tasks": self.tasks.snapshot(),
+            "current_task": running.task_id if running else None,
+            "tools": [],
+            "autonomy": dict(self.autonomy),
+            "image": {"path": str(self.image.last_path) if self.image.last_path else None,
+                      "saved_at": self.image.last_saved_at},
+        }
+
+    def publish_snapshot(self) -> None:
+        self.bus.publish("state", snapshot=self.snapshot())
+
+    def image_state(self) -> dict[str, Any]:
+        return {"format": IMAGE_FORMAT, "saved_at": time.time(), "codex_version": self.codex.version,
+                "protos": self.protos.export(), "tasks": self.tasks.export()}
+
+    def save_image(self, why: str) -> Path:
+        with self._save_lock:
+            path = self.image.save(self.image_state())
+        log.debug("living image saved (%s): %s", why, path.name)
+        return path
+
+    def ping(self) -> dict[str, Any]:
+        return {"pong": True, "time": time.time(), "provider": self.models.provider_name, "pid": os.getpid()}
+
+    # --- tasks ----------------------------------------------------------------------------------
+    def submit(self, text: str, source: str) -> tuple[Task, int]:
+        task, position = self.tasks.submit(text, source)
+        self.save_image("task submitted")
+        return task, position
+
+    def cancel(self, task_id: str) -> str | None:
+        task = self.tasks.find(task_id)
+        if task is None:
+            return None
+        if self.tasks.cancel_pending(task_id) is not None:
+            self.save_image("task cancelled")
+            return CANCELLED
+        if self.tasks.running is task:
+            task.error = "cancelled by the user"
+            self.graph.cancel()
+            return "cancelling"
+        return task.status
+
+    def _publish_task(self, task: Task) -> None:
+        self.bus.publish("task", **task.as_map())
+
+    def _run_task(self, task: Task) -> None:
+        self.save_image("task started")
+        log.info("task %s started: %s", task.task_id, task.text[:80])
+        try:
+            final = self.graph.run(task.task_id, task.text)
+        except TaskCancelled:
+            if self._stop.is_set() and task.error != "cancelled by the user":
+                log.info("task %s interrupted by shutdown; re-queued", task.task_id)
+                self.tasks.requeue(task)
+            else:
+                self.tasks.finish(task, CANCELLED, error="cancelled by the user")
+            return
+        except ModelError as exc:
+            log.error("task %s failed: %s", task.task_id, exc)
+            self.tasks.finish(task, FAILED, error=str(exc))
+            return
+        except Exception as exc:  # the worker survives anything a task does
+            log.exception("task %s failed unexpectedly", task.task_id)
+            self.tasks.finish(task, FAILED, error=f"{type(exc).__name__}: {exc}")
+            return
+        task.turns, task.dissonance = final.get("turn", 0), list(final.get("dissonance", []))
+        self.protos.record_task(["ALFRED", "BRICK", "ROBIN"])
+        self.tasks.finish(task, DONE, result=final.get("answer", ""))
+        log.info("task %s done in %d turn(s)", task.task_id, task.turns)
+
+    def _worker(self) -> None:
+        while not self._stop.is_set():
+            task = self.tasks.take(timeout=0.5)
+            if task is None:
+                continue
+            try:
+                self._run_task(task)
+            finally:
+                try:
+                    self.save_image("task finished")
+                except OSError:
+                    log.exception("could not save the living image")
+
+    def _autosave(self) -> None:
+        interval = self.settings.image.autosave_interval_s
+        while not self._stop.wait(interval):
+            try:
+                self.save_image("periodic")
+            except OSError:
+                log.exception("periodic image save failed")
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        logging.getLogger().addHandler(self._log_handler)
+        self.protos.set_listener(lambda proto: self.bus.publish("proto", proto=proto.as_map()))
+        self.tasks.set_listener(self._publish_task)
+        self.bus.subscribe("*", self.server.publish)
+        self.server.start()
+        self.save_image("start")
+        for name, target in (("task-worker", self._worker), ("autosave", self._autosave)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        log.info("backend ready (pid %d, provider %s, data dir %s)", os.getpid(), self.models.provider_name,
+                 self.data_dir)
+
+    def request_stop(self, reason: str) -> None:
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            log.info("stopping: %s", reason)
+            self._stop.set()
+            self.tasks.wake()
+
+    def wait(self) -> None:
+        while not self._stop.wait(0.5):
+            pass
+
+    def shutdown(self) -> None:
+        """Finish or re-queue the running task, save the image, close the sockets."""
+        self.request_stop(self._stop_reason or "shutdown")
+        grace = self.settings.backend.shutdown_grace_s
+        deadline = time.monotonic() + grace
+        while self.tasks.running is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.tasks.running is not None:
+            self.graph.cancel()
+        for thread in self._threads:
+            thread.join(30)
+        self.save_image("shutdown")
+        log.info("living image saved; backend stopped")
+        self.models.unload()
+        logging.getLogger().removeHandler(self._log_handler)
+        self.server.stop()

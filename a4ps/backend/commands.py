@@ -1,0 +1,94 @@
+"""The REP commands: argument checking and dispatch to the backend (docs/protocol.md)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
+from a4ps.backend.server import RequestError
+from a4ps.protos.proto import ProtoEditError
+
+if TYPE_CHECKING:
+    from a4ps.backend.app import Backend
+
+MAX_TASK_CHARS = 20_000
+
+
+def _field(request: dict, name: str, kind: type, *, required: bool = True) -> Any:
+    if name not in request:
+        if required:
+            raise RequestError("bad_request", f"missing field {name!r}")
+        return None
+    value = request[name]
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise RequestError("bad_request", f"field {name!r} must be {kind.__name__}")
+    return value
+
+
+class CommandTable:
+    """Maps `cmd` to a method; each validates its own arguments."""
+
+    def __init__(self, backend: "Backend"):
+        self._backend = backend
+        self._commands: dict[str, Callable[[dict], dict]] = {
+            "ping": self.ping,
+            "submit_task": self.submit_task,
+            "get_state": self.get_state,
+            "update_proto": self.update_proto,
+            "cancel_task": self.cancel_task,
+            "save_image": self.save_image,
+            "shutdown": self.shutdown,
+        }
+
+    def register(self, name: str, command: Callable[[dict], dict]) -> None:
+        """Organs that arrive later (forge, cadence) add their commands here."""
+        self._commands[name] = command
+
+    def __call__(self, request: dict) -> dict:
+        command = self._commands.get(request["cmd"])
+        if command is None:
+            raise RequestError("unknown_command", f"unknown command {request['cmd']!r} "
+                                                  f"(known: {', '.join(sorted(self._commands))})")
+        return command(request)
+
+    def ping(self, request: dict) -> dict:
+        return self._backend.ping()
+
+    def submit_task(self, request: dict) -> dict:
+        text = _field(request, "text", str).strip()
+        if not text:
+            raise RequestError("invalid_value", "task text is empty")
+        if len(text) > MAX_TASK_CHARS:
+            raise RequestError("invalid_value", f"task text is over {MAX_TASK_CHARS} characters")
+        source = _field(request, "source", str, required=False) or "user"
+        task, position = self._backend.submit(text, source[:40])
+        return {"task_id": task.task_id, "position": position}
+
+    def get_state(self, request: dict) -> dict:
+        return {"state": self._backend.snapshot()}
+
+    def update_proto(self, request: dict) -> dict:
+        name = _field(request, "name", str)
+        changes = _field(request, "changes", dict)
+        try:
+            proto = self._backend.protos.update(name, changes)
+        except KeyError as exc:
+            raise RequestError("not_found", str(exc.args[0])) from None
+        except ProtoEditError as exc:
+            raise RequestError("invalid_value", str(exc)) from None
+        self._backend.save_image("proto edited")
+        return {"proto": proto.as_map()}
+
+    def cancel_task(self, request: dict) -> dict:
+        task_id = _field(request, "task_id", str)
+        status = self._backend.cancel(task_id)
+        if status is None:
+            raise RequestError("not_found", f"no task {task_id!r}")
+        return {"status": status}
+
+    def save_image(self, request: dict) -> dict:
+        path = self._backend.save_image("requested")
+        return {"path": str(path), "saved_at": self._backend.image.last_saved_at}
+
+    def shutdown(self, request: dict) -> dict:
+        self._backend.request_stop("shutdown command")
+        return {"stopping": True}

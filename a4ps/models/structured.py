@@ -1,0 +1,142 @@
+"""Schema-constrained JSON: validation, a grammar for llama.cpp, and streaming one field for display.
+
+The model is always asked for JSON matching a schema; code reads only the validated object.
+`FieldStreamer` decodes the growing JSON text so that the human-readable field can be shown token
+by token while it is generated; it never decides anything.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+from llama_cpp import llama_grammar
+
+from a4ps.models.types import StructuredOutputError
+
+_UNIT_INTERVAL_RULE = '("0" ("." [0-9] [0-9]? [0-9]?)? | "1" ("." "0" "0"? "0"?)?) space'
+
+
+def validate(data: Any, schema: dict) -> dict:
+    """Return `data` if it is an object matching `schema`, else raise StructuredOutputError."""
+    try:
+        jsonschema.validate(data, schema)
+    except jsonschema.ValidationError as exc:
+        path = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise StructuredOutputError(f"answer invalid at {path}: {exc.message}") from None
+    if not isinstance(data, dict):
+        raise StructuredOutputError("answer is not a JSON object")
+    return data
+
+
+def parse_and_validate(text: str, schema: dict) -> dict:
+    """Decode the model's JSON text and validate it."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StructuredOutputError(f"answer is not valid JSON: {exc.msg} at char {exc.pos}") from None
+    return validate(data, schema)
+
+
+class _BoundedSchemaConverter(llama_grammar.SchemaConverter):
+    """Tighter grammar than llama.cpp's converter: numbers in [0, 1], small int ranges, and string
+    lengths as one bounded repetition (the stock converter nests maxLength into a huge rule)."""
+
+    def visit(self, schema, name):  # noqa: D102 - same contract as the parent
+        kind = schema.get("type") if isinstance(schema, dict) else None
+        rule_name = name or "root"
+        if kind == "number" and schema.get("minimum", -1) >= 0 and schema.get("maximum", 2) <= 1:
+            return self._add_rule(rule_name, _UNIT_INTERVAL_RULE)
+        if kind == "integer" and "minimum" in schema and "maximum" in schema:
+            low, high = int(schema["minimum"]), int(schema["maximum"])
+            if 0 <= high - low <= 200:
+                alternatives = " | ".join(f'"{n}"' for n in range(high, low - 1, -1))
+                return self._add_rule(rule_name, f"({alternatives}) space")
+        if kind == "string" and "maxLength" in schema and "pattern" not in schema and "format" not in schema:
+            char = self._add_primitive("char", llama_grammar.PRIMITIVE_RULES["char"])
+            low, high = int(schema.get("minLength", 0)), int(schema["maxLength"])
+            return self._add_rule(rule_name, f'"\\"" {char}{{{low},{high}}} "\\"" space')
+        return super().visit(schema, name)
+
+
+def schema_to_gbnf(schema: dict) -> str:
+    """A GBNF grammar that makes llama.cpp produce only JSON of this schema's shape."""
+    converter = _BoundedSchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    schema = converter.resolve_refs(schema, "")
+    converter.visit(schema, "")
+    return converter.format_grammar()
+
+
+class FieldStreamer:
+    """Incrementally decodes the string value of one top-level key from streamed JSON text."""
+
+    _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+    def __init__(self, field: str):
+        self.field = field
+        self._depth = 0
+        self._in_string = False
+        self._escape = ""  # pending escape sequence after a backslash
+        self._buffer: list[str] = []  # current string's characters
+        self._last_key: str | None = None
+        self._expect_value = False
+        self._emitting = False
+
+    def feed(self, chunk: str) -> str:
+        """Consume more JSON text; return newly decoded characters of the target field."""
+        out: list[str] = []
+        for ch in chunk:
+            if self._in_string:
+                decoded = self._string_char(ch)
+                if decoded is None:  # string closed
+                    self._close_string()
+                elif decoded and self._emitting:
+                    out.append(decoded)
+                continue
+            if ch == '"':
+                self._in_string = True
+                self._buffer = []
+                self._emitting = self._depth == 1 and self._expect_value and self._last_key == self.field
+            elif ch in "{[":
+                self._depth += 1
+                self._expect_value = False
+            elif ch in "}]":
+                self._depth -= 1
+            elif ch == ":" and self._depth == 1:
+                self._expect_value = True
+            elif ch == "," and self._depth == 1:
+                self._expect_value = False
+                self._last_key = None
+        return "".join(out)
+
+    def _string_char(self, ch: str) -> str | None:
+        if self._escape:
+            self._escape += ch
+            if self._escape[1] == "u":
+                if len(self._escape) < 6:
+                    return ""
+                try:
+                    decoded = chr(int(self._escape[2:], 16))
+                except ValueError:
+                    decoded = ""
+            else:
+                decoded = self._ESCAPES.get(ch, ch)
+            self._escape = ""
+            self._buffer.append(decoded)
+            return decoded
+        if ch == "\\":
+            self._escape = ch
+            return ""
+        if ch == '"':
+            return None
+        self._buffer.append(ch)
+        return ch
+
+    def _close_string(self) -> None:
+        self._in_string = False
+        if self._depth == 1 and not self._expect_value:
+            self._last_key = "".join(self._buffer)
+        elif self._depth == 1:
+            self._expect_value = False
+        self._emitting = False

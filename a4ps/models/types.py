@@ -1,0 +1,38 @@
+"""Value types and errors shared by the model providers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+TokenCallback = Callable[[str], None]
+
+
+class ModelError(RuntimeError):
+    """A provider failed to answer (server down, model missing, load failure)."""
+
+
+class StructuredOutputError(ModelError):
+    """The model's answer did not validate against the requested JSON schema, after all retries."""
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_tokens: int = 256
+    repeat_penalty: float = 1.15
+
+
+@dataclass
+class ChatResult:
+    """One model answer: raw text, the validated object (when a schema was given), and timings."""
+
+    text: str
+    data: dict[str, Any] | None = None
+    model: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    attempts: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)

@@ -36,6 +36,7 @@ class Backend:
         self._log_handler = BusLogHandler(self.bus)
         self.image = LivingImage(self.data_dir / "image", self.data_dir / "image.key", settings.image.keep_checkpoints)
         self._stop = threading.Event()
+        self._cancel_current = threading.Event()  # set to stop the running task at its next token
         self._stop_reason = ""
         self._threads: list[threading.Thread] = []
         self._save_lock = threading.Lock()
@@ -106,7 +107,7 @@ class Backend:
             return CANCELLED
         if self.tasks.running is task:
             task.error = "cancelled by the user"
-            self.graph.cancel()
+            self._cancel_current.set()
             return "cancelling"
         return task.status
 
@@ -117,7 +118,7 @@ class Backend:
         self.save_image("task started")
         log.info("task %s started: %s", task.task_id, task.text[:80])
         try:
-            final = self.graph.run(task.task_id, task.text)
+            final = self.graph.run(task.task_id, task.text, cancel=self._cancel_current)
         except TaskCancelled:
             if self._stop.is_set() and task.error != "cancelled by the user":
                 log.info("task %s interrupted by shutdown; re-queued", task.task_id)
@@ -140,9 +141,13 @@ class Backend:
 
     def _worker(self) -> None:
         while not self._stop.is_set():
+            self._cancel_current.clear()
             task = self.tasks.take(timeout=0.5)
             if task is None:
                 continue
+            if self._stop.is_set():  # taken just as shutdown began: leave it for the next start
+                self.tasks.requeue(task)
+                break
             try:
                 self._run_task(task)
             finally:
@@ -192,12 +197,14 @@ class Backend:
         deadline = time.monotonic() + grace
         while self.tasks.running is not None and time.monotonic() < deadline:
             time.sleep(0.05)
-        if self.tasks.running is not None:
-            self.graph.cancel()
+        self._cancel_current.set()
+        workers_done = True
         for thread in self._threads:
             thread.join(30)
+            workers_done = workers_done and not thread.is_alive()
         self.save_image("shutdown")
         log.info("living image saved; backend stopped")
-        self.models.unload()
+        if workers_done:  # never free the model under a generation still running
+            self.models.unload()
         logging.getLogger().removeHandler(self._log_handler)
         self.server.stop()

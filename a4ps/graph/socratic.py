@@ -181,12 +181,10 @@ class SocraticGraph:
         return graph.compile()
 
     # --- running -------------------------------------------------------------------------------
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def run(self, task_id: str, task: str, memories: str = "") -> DialogueState:
-        """Run one task to its synthesis; raises TaskCancelled if cancel() was called meanwhile."""
-        self._cancel.clear()
+    def run(self, task_id: str, task: str, memories: str = "",
+            cancel: threading.Event | None = None) -> DialogueState:
+        """Run one task to its synthesis; raises TaskCancelled once `cancel` is set (even if set before)."""
+        self._cancel = cancel or threading.Event()
         initial: DialogueState = {"task_id": task_id, "task": task, "memories": memories, "turn": 0,
                                   "dialogue": [], "dissonance": [], "tool_results": [], "forges": 0,
                                   "tool_request": None}

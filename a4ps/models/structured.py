@@ -15,6 +15,8 @@ from llama_cpp import llama_grammar
 
 from a4ps.models.types import StructuredOutputError
 
+# A JSON string character without raw control characters (strict JSON forbids them; the stock rule allows them).
+_CHAR_RULE = r'''[^"\\\x00-\x1F\x7F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F]{4})'''
 _UNIT_INTERVAL_RULE = '("0" ("." [0-9] [0-9]? [0-9]?)? | "1" ("." "0" "0"? "0"?)?) space'
 
 
@@ -54,7 +56,7 @@ class _BoundedSchemaConverter(llama_grammar.SchemaConverter):
                 alternatives = " | ".join(f'"{n}"' for n in range(high, low - 1, -1))
                 return self._add_rule(rule_name, f"({alternatives}) space")
         if kind == "string" and "maxLength" in schema and "pattern" not in schema and "format" not in schema:
-            char = self._add_primitive("char", llama_grammar.PRIMITIVE_RULES["char"])
+            char = self._add_rule("char", _CHAR_RULE)
             low, high = int(schema.get("minLength", 0)), int(schema["maxLength"])
             return self._add_rule(rule_name, f'"\\"" {char}{{{low},{high}}} "\\"" space')
         return super().visit(schema, name)
@@ -65,6 +67,7 @@ def schema_to_gbnf(schema: dict) -> str:
     converter = _BoundedSchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     schema = converter.resolve_refs(schema, "")
     converter.visit(schema, "")
+    converter._rules["char"] = _CHAR_RULE  # also for strings without maxLength
     return converter.format_grammar()
 
 

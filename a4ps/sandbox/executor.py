@@ -1,0 +1,148 @@
+"""SecureCodeExecutor: the only door through which model-written Python is run.
+
+Backends, strongest first: docker with runtime runsc (gVisor) when an engine answers; runsc with a
+generated OCI bundle; bubblewrap. `auto` takes the first one whose prerequisites hold and that
+passes a real probe run. With none available the executor raises SandboxUnavailable: there is
+deliberately no plain-subprocess fallback.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import uuid
+from pathlib import Path
+
+from a4ps.config.schema import Sandbox
+from a4ps.sandbox.backend_base import RunPaths, SandboxBackend
+from a4ps.sandbox.bwrap_backend import BwrapBackend
+from a4ps.sandbox.docker_backend import DockerBackend
+from a4ps.sandbox.errors import SandboxFailure, SandboxUnavailable
+from a4ps.sandbox.execution_result import ExecutionResult
+from a4ps.sandbox.guest_payload import stage_inputs
+from a4ps.sandbox.guest_rootfs import default_assets_dir
+from a4ps.sandbox.runsc_backend import RunscBackend
+
+log = logging.getLogger(__name__)
+
+BACKEND_ORDER = ("docker", "runsc", "bwrap")
+_BACKEND_CLASSES: dict[str, type[SandboxBackend]] = {
+    "docker": DockerBackend,
+    "runsc": RunscBackend,
+    "bwrap": BwrapBackend,
+}
+_PROBE_MARKER = "a4ps-sandbox-probe-ok"
+_PROBE_TIMEOUT_S = 30.0
+
+
+class SecureCodeExecutor:
+    """Runs untrusted Python in a fresh, limited sandbox per call; safe to share between threads."""
+
+    def __init__(self, settings: Sandbox, work_dir: Path | str, *, assets_dir: Path | None = None) -> None:
+        self._settings = settings
+        self._work_dir = Path(work_dir).resolve()
+        self._assets_dir = (assets_dir or default_assets_dir()).resolve()
+        self._lock = threading.Lock()
+        self._backends: dict[str, SandboxBackend] = {}
+        self._verdicts: dict[str, str | None] = {}
+        self._selected: SandboxBackend | None = None
+
+    @property
+    def settings(self) -> Sandbox:
+        return self._settings
+
+    def _backend(self, name: str) -> SandboxBackend:
+        if name not in self._backends:
+            self._backends[name] = _BACKEND_CLASSES[name](self._settings, self._work_dir, self._assets_dir)
+        return self._backends[name]
+
+    def _verdict(self, name: str) -> str | None:
+        """None when the backend works here (prerequisites hold and a probe run succeeded)."""
+        if name in self._verdicts:
+            return self._verdicts[name]
+        backend = self._backend(name)
+        try:
+            reason = backend.prerequisites()
+            if reason is None:
+                result = self._execute(backend, f"print({_PROBE_MARKER!r})", None, None, _PROBE_TIMEOUT_S)
+                if not (result.ok and result.stdout.strip() == _PROBE_MARKER):
+                    reason = (
+                        f"probe run failed (exit {result.exit_code}, killed={result.kill_reason}): "
+                        f"{(result.stderr or result.stdout).strip()[-300:]}"
+                    )
+        except (OSError, SandboxFailure) as exc:
+            reason = f"probe run failed: {exc}"
+        self._verdicts[name] = reason
+        return reason
+
+    def availability(self) -> dict[str, str | None]:
+        """Every backend's verdict: None when usable, else why not. Probes each one not yet tried."""
+        with self._lock:
+            return {name: self._verdict(name) for name in BACKEND_ORDER}
+
+    def select_backend(self) -> str:
+        """Name of the backend runs will use; decided once, logged with the reasons."""
+        with self._lock:
+            if self._selected is not None:
+                return self._selected.name
+            wanted = self._settings.backend
+            candidates = BACKEND_ORDER if wanted == "auto" else (wanted,)
+            rejected: list[str] = []
+            for name in candidates:
+                reason = self._verdict(name)
+                if reason is None:
+                    self._selected = self._backend(name)
+                    why = "; ".join(rejected) if rejected else "strongest available" if wanted == "auto" else "configured"
+                    log.info("sandbox backend: %s (%s) — %s", name, self._selected.describe(), why)
+                    return name
+                rejected.append(f"{name} unavailable: {reason}")
+                log.info("sandbox backend %s unavailable: %s", name, reason)
+            raise SandboxUnavailable(
+                f"no sandbox backend available for backend={wanted!r}: " + "; ".join(rejected)
+            )
+
+    @property
+    def backend_name(self) -> str:
+        return self.select_backend()
+
+    def run_python(
+        self,
+        source: str,
+        *,
+        files: dict[str, str] | None = None,
+        stdin: bytes | None = None,
+        timeout_s: float | None = None,
+    ) -> ExecutionResult:
+        """Run `source` as __main__ in a fresh sandbox; `files` are placed beside it in the scratch dir.
+
+        Raises SandboxUnavailable when no backend can run here, ValueError for a bad file name.
+        """
+        self.select_backend()
+        assert self._selected is not None
+        timeout = self._settings.timeout_s if timeout_s is None else timeout_s
+        if timeout <= 0:
+            raise ValueError("timeout_s must be positive")
+        return self._execute(self._selected, source, files, stdin, timeout)
+
+    def _execute(
+        self,
+        backend: SandboxBackend,
+        source: str,
+        files: dict[str, str] | None,
+        stdin: bytes | None,
+        timeout_s: float,
+    ) -> ExecutionResult:
+        run_id = uuid.uuid4().hex[:16]
+        run_dir = self._work_dir / "runs" / run_id
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(mode=0o755)
+        try:
+            paths = RunPaths(run_dir=run_dir, stage_dir=run_dir / "input")
+            stage_inputs(paths.stage_dir, source, files, stdin)
+            result = backend.execute(run_id, paths, timeout_s)
+        finally:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if result.killed:
+            log.info("sandbox run %s (%s) killed: %s after %.0f ms", run_id, backend.name, result.kill_reason, result.wall_ms)
+        return result

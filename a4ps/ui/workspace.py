@@ -1,0 +1,312 @@
+"""The window's root widget, which routes backend events to the parts, and the Kivy App around it."""
+
+from __future__ import annotations
+
+import logging
+
+from kivy.app import App
+from kivy.core.window import Window
+from kivy.graphics import Color, Rectangle
+from kivy.metrics import dp
+from kivy.uix.boxlayout import BoxLayout
+
+from a4ps.config import Settings
+from a4ps.ui import theme
+from a4ps.ui.approval_dialog import ApprovalDialog, parse_proposal
+from a4ps.ui.connection import BackendBridge
+from a4ps.ui.dialogue_log import DialogueLog
+from a4ps.ui.dissonance_plot import DissonancePlot
+from a4ps.ui.inspector import ProtoInspector, ToolInspector
+from a4ps.ui.morph_positions import MorphPositions
+from a4ps.ui.morphs import MorphCanvas
+from a4ps.ui.status_bar import StatusBar
+from a4ps.ui.task_box import TaskBox
+from a4ps.ui.widgets import Panel
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("running", "queued")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+class Workspace(BoxLayout):
+    """Status bar, Morphic canvas, dissonance plot, dialogue log and task box, fed by the backend."""
+
+    def __init__(self, settings: Settings, **kwargs):
+        kwargs.setdefault("orientation", "vertical")
+        kwargs.setdefault("padding", dp(10))
+        kwargs.setdefault("spacing", dp(10))
+        super().__init__(**kwargs)
+        with self.canvas.before:
+            Color(rgba=theme.BACKGROUND)
+            self._bg = Rectangle()
+        self.bind(pos=lambda *_: setattr(self._bg, "pos", self.pos),
+                  size=lambda *_: setattr(self._bg, "size", self.size))
+        self.settings = settings
+        self.bridge = BackendBridge(settings.zmq.pub_addr, settings.zmq.rep_addr, self.handle_event,
+                                    self._on_connection)
+        self.tasks: dict[str, dict] = {}
+        self.current_task: str | None = None
+        self.inspectors: dict[str, ProtoInspector] = {}
+        self.approvals: dict[object, ApprovalDialog] = {}
+        self.snapshots = 0
+
+        self.status_bar = StatusBar(settings.zmq.rep_addr)
+        self.morph_canvas = MorphCanvas(MorphPositions.in_data_dir(settings.data_dir),
+                                        on_proto_context=self.open_inspector, on_tool_tap=self.open_tool)
+        self.plot = DissonancePlot(threshold=settings.graph.convergence_threshold)
+        self.dialogue = DialogueLog()
+        self.task_box = TaskBox(on_submit=self.submit_task, on_stop=self.stop_task)
+
+        left = BoxLayout(orientation="vertical", spacing=dp(10), size_hint_x=0.54)
+        canvas_panel = Panel(title="Morphic canvas   ·   drag to arrange   ·   right-click or hold to inspect")
+        canvas_panel.add_widget(self.morph_canvas)
+        plot_panel = Panel(title="Dissonance", size_hint_y=None, height=dp(210))
+        plot_panel.add_widget(self.plot)
+        left.add_widget(canvas_panel)
+        left.add_widget(plot_panel)
+        right = Panel(title="Dialogue", size_hint_x=0.46)
+        right.add_widget(self.dialogue)
+        body = BoxLayout(spacing=dp(10))
+        body.add_widget(left)
+        body.add_widget(right)
+        self.add_widget(self.status_bar)
+        self.add_widget(body)
+        self.add_widget(self.task_box)
+
+        self._handlers = {
+            "state": self._on_state,
+            "task": self._on_task,
+            "token": self.dialogue.add_token,
+            "utterance": self.dialogue.add_utterance,
+            "proto": lambda event: self._show_proto(event.get("proto")),
+            "dissonance": self._on_dissonance,
+            "high_cognitive_dissonance": self._on_high_dissonance,
+            "tool_request": self._on_tool_request,
+            "tool_created": self._on_tool_created,
+            "log": self._on_log,
+            "codex_proposal": self.open_approval,
+        }
+
+    # --- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.bridge.start()
+
+    def stop(self) -> None:
+        self.bridge.stop()
+
+    # --- events ---------------------------------------------------------------------------------
+    def handle_event(self, topic: str, event: dict) -> None:
+        """Route one backend event (topic, msgpack map) to the part that shows it."""
+        handler = self._handlers.get(topic)
+        if handler is not None:
+            handler(event)
+
+    def _on_state(self, event: dict) -> None:
+        snapshot = event.get("snapshot")
+        if not isinstance(snapshot, dict):
+            return
+        self.snapshots += 1
+        self.status_bar.set_provider(str(snapshot.get("provider") or ""))
+        autonomy = snapshot.get("autonomy")
+        self.status_bar.set_autonomy(autonomy if isinstance(autonomy, dict) else {})
+        for proto in snapshot.get("protos") or []:
+            self._show_proto(proto)
+        for tool in snapshot.get("tools") or []:
+            self._show_tool(tool)
+        tasks = [t for t in snapshot.get("tasks") or [] if isinstance(t, dict) and isinstance(t.get("task_id"), str)]
+        for task in sorted(tasks, key=lambda t: t.get("created_at") if _is_number(t.get("created_at")) else 0):
+            self._show_task(task)
+        current = snapshot.get("current_task")
+        if isinstance(current, str):
+            self.current_task = current
+            self.plot.set_current(current)
+        self._refresh_stop()
+
+    def _on_task(self, event: dict) -> None:
+        if isinstance(event.get("task_id"), str):
+            self._show_task(event)
+            self._refresh_stop()
+
+    def _show_task(self, task: dict) -> None:
+        task_id = task["task_id"]
+        known = self.tasks.setdefault(task_id, {})
+        known.update({k: v for k, v in task.items() if k not in ("topic", "seq", "time")})
+        self.dialogue.show_task(known)
+        self.plot.record_task(task_id, known.get("dissonance") or [])
+        if known.get("status") == "running":
+            self.current_task = task_id
+            self.plot.set_current(task_id)
+
+    def _show_proto(self, proto: object) -> None:
+        if not isinstance(proto, dict) or not isinstance(proto.get("name"), str) or not proto["name"]:
+            return
+        self.morph_canvas.upsert_proto(proto)
+        inspector = self.inspectors.get(proto["name"])
+        if inspector is not None:
+            inspector.show_live(proto)
+
+    def _show_tool(self, tool: object) -> bool:
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str) or not tool["name"]:
+            return False
+        self.morph_canvas.upsert_tool(tool)
+        return True
+
+    def _on_dissonance(self, event: dict) -> None:
+        task_id, turn, value = event.get("task_id"), event.get("turn"), event.get("value")
+        if isinstance(task_id, str) and isinstance(turn, int) and _is_number(value):
+            self.plot.record(task_id, turn, float(value))
+
+    def _on_high_dissonance(self, event: dict) -> None:
+        values = ", ".join(f"{v:.2f}" for v in event.get("values") or [] if _is_number(v))
+        self.dialogue.add_note(f"High cognitive dissonance on every turn ({values}); "
+                               f"threshold {event.get('threshold')}.", theme.WARN_HEX)
+
+    def _on_tool_request(self, event: dict) -> None:
+        spec = str(event.get("spec") or "").strip()
+        self.dialogue.add_note(f"BRICK asks for a tool: {spec[:300]}", theme.TOOL_HEX)
+
+    def _on_tool_created(self, event: dict) -> None:
+        tool = event.get("tool")
+        if self._show_tool(tool):
+            self.dialogue.add_note(f"New tool: {tool.get('signature') or tool['name']}", theme.TOOL_HEX)
+
+    def _on_log(self, event: dict) -> None:
+        level = str(event.get("level") or "INFO")
+        message = str(event.get("message") or "")
+        when = event.get("time") if _is_number(event.get("time")) else None
+        self.status_bar.set_log(level, message, when)
+        if level in ("WARNING", "ERROR", "CRITICAL"):
+            self.dialogue.add_note(f"{level.lower()}: {message}",
+                                   theme.WARN_HEX if level == "WARNING" else theme.BAD_HEX)
+
+    def _on_connection(self, connected: bool, reply: dict) -> None:
+        self.status_bar.set_connected(connected)
+        if connected and isinstance(reply.get("provider"), str):
+            self.status_bar.set_provider(reply["provider"])
+
+    # --- tasks ----------------------------------------------------------------------------------
+    def submit_task(self, text: str) -> None:
+        self.bridge.request("submit_task", lambda reply: self._submitted(text, reply), text=text)
+
+    def _submitted(self, text: str, reply: dict) -> None:
+        self.task_box.submitted(reply)
+        if reply.get("ok") and isinstance(reply.get("task_id"), str):
+            if reply["task_id"] not in self.tasks:
+                self._show_task({"task_id": reply["task_id"], "text": text, "status": "queued", "source": "user"})
+            self._refresh_stop()
+        else:
+            self.dialogue.add_note(f"Task not sent: {reply.get('error', 'unknown error')}", theme.BAD_HEX)
+
+    def stop_target(self) -> str | None:
+        """The running task, else the newest queued one."""
+        running = [i for i, t in self.tasks.items() if t.get("status") == "running"]
+        if running:
+            return running[-1]
+        queued = [i for i, t in self.tasks.items() if t.get("status") == "queued"]
+        return queued[-1] if queued else None
+
+    def _refresh_stop(self) -> None:
+        self.task_box.set_stoppable(self.stop_target() is not None)
+
+    def stop_task(self) -> None:
+        task_id = self.stop_target()
+        if task_id is not None:
+            self.bridge.request("cancel_task", lambda reply: self._stopped(task_id, reply), task_id=task_id)
+
+    def _stopped(self, task_id: str, reply: dict) -> None:
+        if not reply.get("ok"):
+            self.dialogue.add_note(f"Could not stop task {task_id[:8]}: {reply.get('error')}", theme.BAD_HEX)
+
+    # --- inspectors and dialogs -------------------------------------------------------------------
+    def open_inspector(self, name: str) -> ProtoInspector | None:
+        """Right-click / long-press on a ProtoMorph: the Inspector of that proto."""
+        morph = self.morph_canvas.protos.get(name)
+        if morph is None:
+            return None
+        inspector = self.inspectors.get(name)
+        if inspector is None:
+            inspector = ProtoInspector(morph.proto, on_apply=self.apply_proto)
+            inspector.bind(on_dismiss=lambda *_: self.inspectors.pop(name, None))
+            self.inspectors[name] = inspector
+            inspector.open()
+        return inspector
+
+    def apply_proto(self, name: str, changes: dict) -> None:
+        self.bridge.request("update_proto", lambda reply: self._proto_applied(name, reply), name=name,
+                            changes=changes)
+
+    def _proto_applied(self, name: str, reply: dict) -> None:
+        if reply.get("ok"):
+            self._show_proto(reply.get("proto"))
+        inspector = self.inspectors.get(name)
+        if inspector is not None:
+            inspector.apply_result(reply)
+
+    def open_tool(self, name: str) -> ToolInspector | None:
+        """Tap on a ToolMorph: its spec and source."""
+        morph = self.morph_canvas.tools.get(name)
+        if morph is None:
+            return None
+        view = ToolInspector(morph.tool)
+        view.open()
+        return view
+
+    def open_approval(self, event: dict) -> ApprovalDialog | None:
+        """A `codex_proposal` event: open the ApprovalDialog (once per proposal)."""
+        try:
+            proposal = parse_proposal(event)
+        except ValueError as exc:
+            self.dialogue.add_note(f"Ignored a codex proposal: {exc}", theme.BAD_HEX)
+            return None
+        pid = proposal["proposal_id"]
+        if pid in self.approvals:
+            return self.approvals[pid]
+        dialog = ApprovalDialog(proposal, on_decide=self.decide_proposal)
+        dialog.bind(on_dismiss=lambda *_: self.approvals.pop(pid, None))
+        self.approvals[pid] = dialog
+        dialog.open()
+        self.dialogue.add_note("ALFRED proposes a codex amendment; autonomous work waits for your decision.",
+                               theme.WARN_HEX)
+        return dialog
+
+    def decide_proposal(self, proposal_id: object, decision: str) -> None:
+        dialog = self.approvals.get(proposal_id)
+        history_read = bool(dialog.history_read) if dialog is not None else False
+        self.bridge.request("decide_proposal", lambda reply: self._decided(proposal_id, decision, reply),
+                            proposal_id=proposal_id, decision=decision, history_read=history_read)
+
+    def _decided(self, proposal_id: object, decision: str, reply: dict) -> None:
+        dialog = self.approvals.get(proposal_id)
+        if dialog is not None:
+            dialog.decision_result(reply)
+        if reply.get("ok"):
+            word = "approved" if decision == "approve" else "rejected"
+            self.dialogue.add_note(f"Codex amendment {word}.", theme.GOOD_HEX if word == "approved" else theme.MUTED_HEX)
+
+
+class EntropicApp(App):
+    """The Kivy application: one Workspace connected to the backend named in the settings."""
+
+    title = "BAT OS · Entropic UI"
+
+    def __init__(self, settings: Settings, **kwargs):
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.workspace: Workspace | None = None
+
+    def build(self) -> Workspace:
+        Window.clearcolor = theme.BACKGROUND
+        self.workspace = Workspace(self.settings)
+        return self.workspace
+
+    def on_start(self) -> None:
+        if self.workspace is not None:
+            self.workspace.start()
+
+    def on_stop(self) -> None:
+        if self.workspace is not None:
+            self.workspace.stop()

@@ -1,0 +1,44 @@
+"""Write a temporary config dir: the project's real TOML files with dotted-key overrides."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import toml
+
+from a4ps.config.loader import project_root
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _set(data: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        data = data.setdefault(part, {})
+    if value is _DELETE:
+        del data[leaf]
+    else:
+        data[leaf] = value
+
+
+_DELETE = object()
+DELETE = _DELETE
+
+
+def write_config(directory: Path, settings: dict[str, Any] | None = None,
+                 codex: dict[str, Any] | None = None) -> Path:
+    """Copy config/ into `directory`, applying overrides like {"graph.max_turns": 2} (DELETE removes)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    source = project_root() / "config"
+    for name, overrides in (("settings.toml", settings), ("codex.toml", codex)):
+        data = toml.loads((source / name).read_text())
+        for key, value in (overrides or {}).items():
+            _set(data, key, value)
+        (directory / name).write_text(toml.dumps(data))
+    return directory

@@ -1,0 +1,194 @@
+"""A stand-in Ollama server on 127.0.0.1 speaking Ollama's real HTTP API, for tests only.
+
+It implements /api/version, /api/tags, /api/ps, /api/chat (NDJSON streaming), /api/generate (used
+to unload with keep_alive=0) and /api/embed, with keep_alive residency. Answers come from a
+responder the test gives (model, messages, format) -> content, so routing can be scripted while the
+real `ollama` client is used unmodified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+
+Responder = Callable[[str, list[dict], Any], str]
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _duration_seconds(keep_alive: Any) -> float | None:
+    """Ollama's keep_alive: seconds (number) or a duration string like "5m"; negative = forever."""
+    if keep_alive is None:
+        return 300.0
+    if isinstance(keep_alive, (int, float)):
+        return None if keep_alive < 0 else float(keep_alive)
+    match = re.fullmatch(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)?", str(keep_alive))
+    if not match:
+        raise ValueError(f"invalid keep_alive {keep_alive!r}")
+    value = float(match.group(1))
+    unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    return None if value < 0 else value * unit
+
+
+class OllamaStandIn:
+    """Run with `with OllamaStandIn(models=[...], responder=...) as server:`; server.host is the URL."""
+
+    def __init__(self, models: list[str], responder: Responder | None = None, embed_dim: int = 16):
+        self.models = list(models)
+        self.responder = responder or (lambda model, messages, fmt: json.dumps({"answer": "ok"}))
+        self.embed_dim = embed_dim
+        self.loaded: dict[str, float | None] = {}  # model -> expiry (monotonic) or None = forever
+        self.requests: list[tuple[str, dict]] = []
+        self.load_count: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> "OllamaStandIn":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # --- residency -------------------------------------------------------------------------------
+    def _expire(self) -> None:
+        now = time.monotonic()
+        for model, expiry in list(self.loaded.items()):
+            if expiry is not None and expiry <= now:
+                del self.loaded[model]
+
+    def _touch(self, model: str, keep_alive: Any) -> None:
+        seconds = _duration_seconds(keep_alive)
+        with self._lock:
+            if model not in self.loaded:
+                self.load_count[model] = self.load_count.get(model, 0) + 1
+            if seconds == 0:
+                self.loaded.pop(model, None)
+            else:
+                self.loaded[model] = None if seconds is None else time.monotonic() + seconds
+
+    def resident(self) -> list[str]:
+        with self._lock:
+            self._expire()
+            return sorted(self.loaded)
+
+    def embedding(self, text: str) -> list[float]:
+        digest = hashlib.sha256(text.encode()).digest()
+        vector = [(b - 127.5) / 127.5 for b in digest[: self.embed_dim]]
+        norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+        return [v / norm for v in vector]
+
+    # --- HTTP ------------------------------------------------------------------------------------
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _json(self, status: int, body: dict) -> None:
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+            def _body(self) -> dict:
+                length = int(self.headers.get("Content-Length") or 0)
+                return json.loads(self.rfile.read(length) or b"{}")
+
+            def do_HEAD(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self) -> None:
+                server.requests.append((self.path, {}))
+                if self.path == "/api/version":
+                    self._json(200, {"version": "0.12.6"})
+                elif self.path == "/api/tags":
+                    self._json(200, {"models": [
+                        {"name": m, "model": m, "modified_at": _now(), "size": 1_000_000,
+                         "digest": hashlib.sha256(m.encode()).hexdigest(),
+                         "details": {"format": "gguf", "family": "llama", "parameter_size": "1B",
+                                     "quantization_level": "Q4_K_M"}} for m in server.models]})
+                elif self.path == "/api/ps":
+                    expires = (datetime.now(timezone.utc) + timedelta(minutes=5)).isoformat()
+                    self._json(200, {"models": [
+                        {"name": m, "model": m, "size": 1_000_000, "size_vram": 1_000_000,
+                         "digest": hashlib.sha256(m.encode()).hexdigest(), "expires_at": expires}
+                        for m in server.resident()]})
+                else:
+                    self._json(404, {"error": f"unknown path {self.path}"})
+
+            def do_POST(self) -> None:
+                try:
+                    body = self._body()
+                except json.JSONDecodeError:
+                    self._json(400, {"error": "invalid JSON body"})
+                    return
+                server.requests.append((self.path, body))
+                model = body.get("model", "")
+                if self.path in ("/api/chat", "/api/generate", "/api/embed") and model not in server.models:
+                    self._json(404, {"error": f"model '{model}' not found"})
+                    return
+                if self.path == "/api/chat":
+                    self._chat(body)
+                elif self.path == "/api/generate":
+                    server._touch(model, body.get("keep_alive"))
+                    self._json(200, {"model": model, "created_at": _now(), "response": "", "done": True,
+                                     "done_reason": "unload" if body.get("keep_alive") == 0 else "load"})
+                elif self.path == "/api/embed":
+                    server._touch(model, body.get("keep_alive"))
+                    inputs = body.get("input")
+                    inputs = [inputs] if isinstance(inputs, str) else list(inputs or [])
+                    self._json(200, {"model": model, "embeddings": [server.embedding(t) for t in inputs],
+                                     "total_duration": 1000, "prompt_eval_count": len(inputs)})
+                else:
+                    self._json(404, {"error": f"unknown path {self.path}"})
+
+            def _chat(self, body: dict) -> None:
+                model = body["model"]
+                server._touch(model, body.get("keep_alive"))
+                content = server.responder(model, body.get("messages", []), body.get("format"))
+                pieces = [content[i:i + 4] for i in range(0, len(content), 4)] or [""]
+                final = {"model": model, "created_at": _now(), "message": {"role": "assistant", "content": ""},
+                         "done": True, "done_reason": "stop", "total_duration": 1_000_000,
+                         "load_duration": 1000, "prompt_eval_count": 12, "prompt_eval_duration": 1000,
+                         "eval_count": len(pieces), "eval_duration": 1000}
+                if not body.get("stream", True):
+                    final["message"]["content"] = content
+                    self._json(200, final)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                lines = [{"model": model, "created_at": _now(), "message": {"role": "assistant", "content": p},
+                          "done": False} for p in pieces] + [final]
+                for line in lines:
+                    raw = (json.dumps(line) + "\n").encode()
+                    self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+
+        return Handler

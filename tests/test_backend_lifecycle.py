@@ -1,0 +1,95 @@
+"""The backend as a process: crash safety (SIGKILL mid-task), graceful stop, end-to-end `a4ps ask`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from a4ps.config.loader import project_root
+from a4ps.protos import LivingImage
+from tests.support.backend import BackendProcess, wait_for_task
+from tests.support.config import write_config
+
+
+def image_of(data_dir):
+    return LivingImage(data_dir / "image", data_dir / "image.key", 5)
+
+
+def test_sigkill_mid_task_then_restart_keeps_the_queue(tmp_path):
+    config = write_config(tmp_path / "config", settings={"graph.max_turns": 1})
+    data = tmp_path / "data"
+    first = BackendProcess(data, config).start()
+    events = first.subscribe()
+    running_id = first.request("submit_task", text="Describe the sea in one sentence.")["task_id"]
+    queued_id = first.request("submit_task", text="Describe the sky in one sentence.")["task_id"]
+    wait_for_task(events, running_id, {"running"}, 30)
+    first.kill()  # no handler runs: whatever survives was already on disk
+    events.close()
+
+    state, path = image_of(data).load_latest()
+    assert path is not None, "the image must be valid after SIGKILL"
+    pending = [t["task_id"] for t in state["tasks"] if t["status"] == "queued"]
+    assert pending == [running_id, queued_id]
+
+    second = BackendProcess(data, config).start()
+    try:
+        assert "refused living image" not in second.output()
+        snapshot = second.request("get_state")["state"]
+        ids = {t["task_id"]: t["status"] for t in snapshot["tasks"]}
+        assert ids[running_id] in ("queued", "running", "done") and ids[queued_id] in ("queued", "running", "done")
+        events = second.subscribe()
+        for task_id in (running_id, queued_id):
+            final = wait_for_task(events, task_id, {"done", "failed"}, 300)
+            assert final["status"] == "done", final
+        events.close()
+    finally:
+        assert second.stop() == 0
+
+
+def test_sigterm_during_a_task_requeues_it_and_exits_0(tmp_path):
+    config = write_config(tmp_path / "config", settings={"graph.max_turns": 3, "backend.shutdown_grace_s": 0.0})
+    data = tmp_path / "data"
+    backend = BackendProcess(data, config).start()
+    events = backend.subscribe()
+    backend.request("update_proto", name="BRICK", changes={"temperature": 0.11})
+    task_id = backend.request("submit_task", text="Write a long essay about rivers.")["task_id"]
+    wait_for_task(events, task_id, {"running"}, 30)
+    events.close()
+    assert backend.stop(signal.SIGTERM) == 0
+    assert "living image saved; backend stopped" in backend.output()
+    state, _ = image_of(data).load_latest()
+    assert [t["task_id"] for t in state["tasks"] if t["status"] == "queued"] == [task_id]
+    assert state["protos"]["BRICK"].temperature == 0.11  # live edits persist in the image
+
+
+def test_cancel_running_task(tmp_path):
+    config = write_config(tmp_path / "config", settings={"graph.max_turns": 3})
+    with BackendProcess(tmp_path / "data", config) as backend:
+        events = backend.subscribe()
+        task_id = backend.request("submit_task", text="Explain gravity.")["task_id"]
+        wait_for_task(events, task_id, {"running"}, 30)
+        assert backend.request("cancel_task", task_id=task_id)["status"] in ("cancelling", "cancelled", "done")
+        final = wait_for_task(events, task_id, {"cancelled", "done"}, 60)
+        assert final["status"] == "cancelled" or final["result"]
+
+
+def test_ask_end_to_end_on_the_embedded_model(tmp_path):
+    config = write_config(tmp_path / "config", settings={"graph.max_turns": 2})
+    with BackendProcess(tmp_path / "data", config) as backend:
+        result = subprocess.run([sys.executable, "-m", "a4ps", "ask", "What is a good name for a goldfish?"],
+                                cwd=project_root(), env=backend.env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "[ALFRED · alfred_plan · turn 0]" in out and "[BRICK · brick · turn 1]" in out
+    assert "[ROBIN · robin · turn 1]" in out and "(dissonance " in out
+    synthesis = out.split("=== Synthesis (ALFRED,")[1].split("\n", 1)[1].strip()
+    assert synthesis
+
+
+def test_ask_without_backend_is_a_clear_error(tmp_path):
+    env = {**os.environ, "A4PS_REP_ADDR": "tcp://127.0.0.1:1", "A4PS_PUB_ADDR": "tcp://127.0.0.1:2"}
+    result = subprocess.run([sys.executable, "-m", "a4ps", "ask", "hi", "--connect-timeout", "1"],
+                            cwd=project_root(), env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "no backend answers" in result.stderr and "Traceback" not in result.stderr

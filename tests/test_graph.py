@@ -1,0 +1,153 @@
+"""Socratic graph routing: convergence, the max_turns bound, the dissonance events, tool requests."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+
+import pytest
+
+from a4ps.config import load_codex, load_settings
+from a4ps.config.schema import Graph
+from a4ps.events import EventBus
+from a4ps.graph import SocraticGraph, TaskCancelled
+from a4ps.graph.voice import Voices
+from a4ps.models import ModelManager
+from a4ps.models.embedded import EmbeddedProvider
+from a4ps.models.ollama_provider import OllamaProvider
+from a4ps.protos import ProtoManager
+from tests.support.ollama_standin import OllamaStandIn
+
+MODELS = ["llama3.2:3b", "phi3:mini", "gemma2:2b"]
+
+
+class Script:
+    """Answers by schema: plan, thesis (optionally asking for a tool), antithesis with scripted dissonance."""
+
+    def __init__(self, dissonance, tool_on_turn=None):
+        self.dissonance = list(dissonance)
+        self.tool_on_turn = tool_on_turn
+        self.thesis_count = 0
+        self.models_seen = []
+
+    def __call__(self, model, messages, fmt):
+        self.models_seen.append(model)
+        props = fmt["properties"]
+        if "plan" in props:
+            return json.dumps({"plan": "1. Understand. 2. Answer."})
+        if "analysis" in props:
+            self.thesis_count += 1
+            wants = self.thesis_count == self.tool_on_turn
+            return json.dumps({"analysis": f"Analysis {self.thesis_count}.", "needs_tool": wants,
+                               "tool_spec": "count words in a text" if wants else ""})
+        if "dissonance" in props:
+            return json.dumps({"response": "I feel you.", "dissonance": self.dissonance.pop(0)})
+        return json.dumps({"answer": "Final answer."})
+
+
+def build(host, bus, graph_config, codex=None, forge=None):
+    settings = load_settings()
+    settings.models.ollama.host = host
+    codex = codex or load_codex()
+    protos = ProtoManager.from_codex(codex, "ollama")
+    models = ModelManager(OllamaProvider(settings.models.ollama))
+    voices = Voices(models, protos, bus, settings.models.max_tokens)
+    return SocraticGraph(voices, codex, graph_config, bus, forge=forge), protos
+
+
+def collect(bus):
+    events = []
+    bus.subscribe("*", lambda e: events.append(e))
+    return events
+
+
+@pytest.mark.parametrize("dissonance, max_turns, turns, high", [
+    ([0.1], 3, 1, False),            # converges at once
+    ([0.9, 0.8, 0.2], 4, 3, False),  # converges on turn 3
+    ([0.9, 0.9, 0.9], 3, 3, True),   # never converges: bounded by max_turns, high dissonance
+    ([0.9, 0.3, 0.9], 3, 2, False),
+])
+def test_routing(dissonance, max_turns, turns, high):
+    script = Script(dissonance)
+    bus = EventBus()
+    events = collect(bus)
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        graph, protos = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=max_turns))
+        final = graph.run("t1", "How do I make tea?")
+    assert final["turn"] == turns and final["answer"] == "Final answer."
+    assert final["dissonance"] == dissonance[:turns]
+    assert [e.payload["value"] for e in events if e.topic == "dissonance"] == dissonance[:turns]
+    assert [e.payload["turn"] for e in events if e.topic == "dissonance"] == list(range(1, turns + 1))
+    assert any(e.topic == "high_cognitive_dissonance" for e in events) is high
+    nodes = [(e.payload["persona"], e.payload["node"]) for e in events if e.topic == "utterance"]
+    assert nodes == [("ALFRED", "alfred_plan")] + [("BRICK", "brick"), ("ROBIN", "robin")] * turns + \
+        [("ALFRED", "alfred_synthesize")]
+    # each persona used its own model, and the proto remembers the last dissonance
+    assert set(script.models_seen) == set(MODELS)
+    assert protos.get("ROBIN").last_dissonance == dissonance[turns - 1]
+    assert all(p["status"] == "idle" for p in protos.snapshot())
+
+
+def test_tool_request_without_forge_is_captured_and_logged(caplog):
+    bus = EventBus()
+    events = collect(bus)
+    with OllamaStandIn(models=MODELS, responder=Script([0.9, 0.1], tool_on_turn=1)) as server:
+        graph, _ = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=3))
+        with caplog.at_level(logging.INFO):
+            final = graph.run("t2", "How many words are in this sentence?")
+    requests = [e for e in events if e.topic == "tool_request"]
+    assert len(requests) == 1 and requests[0].payload["spec"] == "count words in a text"
+    assert "no tool forge is installed" in caplog.text
+    assert final["turn"] == 2
+
+
+def test_tool_request_goes_through_the_forge_node_then_back_to_brick():
+    calls = []
+
+    def forge(request, *, task_id, turn):
+        calls.append((request["spec"], task_id, turn))
+        return {"summary": "tool word_count created", "ok": True}
+
+    bus = EventBus()
+    with OllamaStandIn(models=MODELS, responder=Script([0.9, 0.1], tool_on_turn=1)) as server:
+        graph, _ = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=3), forge=forge)
+        final = graph.run("t3", "How many words?")
+    assert calls == [("count words in a text", "t3", 1)]
+    assert final["tool_results"] == [{"summary": "tool word_count created", "ok": True}]
+    assert final["turn"] == 2
+
+
+def test_cancel_stops_mid_answer():
+    bus = EventBus()
+    with OllamaStandIn(models=MODELS, responder=Script([0.9] * 5)) as server:
+        graph, protos = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=5))
+        cancel = threading.Event()
+        bus.subscribe("token", lambda e: cancel.set() if e.payload["persona"] == "BRICK" else None)
+        with pytest.raises(TaskCancelled):
+            graph.run("t4", "Anything", cancel=cancel)
+    assert protos.get("BRICK").status == "idle"
+
+
+def test_real_embedded_model_respects_the_bounds():
+    """The real SmolLM2: whatever it says, the loop ends within max_turns and the rules hold."""
+    settings = load_settings()
+    codex = load_codex()
+    bus = EventBus()
+    events = collect(bus)
+    protos = ProtoManager.from_codex(codex, "embedded")
+    models = ModelManager(EmbeddedProvider(settings.models.embedded), json_retries=2)
+    voices = Voices(models, protos, bus, 200)
+    config = Graph(convergence_threshold=0.5, max_turns=2)
+    graph = SocraticGraph(voices, codex, config, bus)
+    final = graph.run("e1", "Suggest a name for a grey cat.")
+    models.unload()
+    values = final["dissonance"]
+    assert 1 <= final["turn"] <= 2 and len(values) == final["turn"]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    if final["turn"] < 2:
+        assert values[-1] <= 0.5
+    high = [e for e in events if e.topic == "high_cognitive_dissonance"]
+    assert bool(high) == (final["turn"] == 2 and all(v > 0.5 for v in values))
+    assert final["answer"].strip()
+    assert any(e.topic == "token" and e.payload["persona"] == "ROBIN" for e in events)

@@ -1,0 +1,161 @@
+"""ModelManager over both providers: the real embedded model and the Ollama stand-in."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from a4ps.config import load_settings
+from a4ps.graph import schemas
+from a4ps.models import ModelError, ModelManager, StructuredOutputError, select_provider
+from a4ps.models.embedded import EmbeddedProvider
+from a4ps.models.ollama_provider import OllamaProvider
+from a4ps.models.structured import FieldStreamer
+from a4ps.models.types import Sampling
+from tests.support.config import free_port
+from tests.support.ollama_standin import OllamaStandIn
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    settings = load_settings()
+    manager = ModelManager(EmbeddedProvider(settings.models.embedded), json_retries=2)
+    yield manager
+    manager.unload()
+
+
+def ollama_config(host):
+    config = load_settings().models.model_copy(deep=True)
+    config.ollama.host = host
+    config.ollama.probe_timeout_s = 1.0
+    return config
+
+
+MESSAGES = [{"role": "system", "content": "You are ROBIN, warm and brief."},
+            {"role": "user", "content": "BRICK says: boil water, add tea, steep 3 minutes. Reply and rate the dissonance."}]
+
+
+# --- embedded ----------------------------------------------------------------------------------
+def test_embedded_schema_answer_is_validated_and_streamed(embedded):
+    tokens = []
+    result = embedded.chat(MESSAGES, model="smollm2", schema=schemas.ANTITHESIS,
+                           sampling=Sampling(0.7, 0.95, 300), on_token=tokens.append, stream_field="response")
+    assert set(result.data) == {"response", "dissonance"}
+    assert 0.0 <= result.data["dissonance"] <= 1.0
+    assert "".join(tokens) == result.data["response"]  # only the readable field was streamed
+    assert result.completion_tokens > 0 and result.seconds > 0
+
+
+def test_embedded_bounds_hold_over_samples(embedded):
+    for seed_text in ("tea", "taxes", "a lost dog", "the moon"):
+        messages = [MESSAGES[0], {"role": "user", "content": f"Rate how troubling '{seed_text}' is."}]
+        data = embedded.chat(messages, model="smollm2", schema=schemas.ANTITHESIS,
+                             sampling=Sampling(1.0, 1.0, 300)).data
+        assert 0.0 <= data["dissonance"] <= 1.0 and 1 <= len(data["response"]) <= 700
+
+
+def test_embedded_free_text_without_schema(embedded):
+    result = embedded.chat([{"role": "user", "content": "Say hello."}], model="smollm2",
+                           sampling=Sampling(0.2, 0.9, 20))
+    assert result.data is None and result.text
+
+
+def test_embedded_embed_needs_an_embedding_model(embedded):
+    with pytest.raises(ModelError, match="no embedding model"):
+        embedded.embed(["hi"])
+
+
+def test_missing_model_file_is_a_clear_error():
+    config = load_settings().models.embedded.model_copy(update={"model_path": "/nonexistent/model.gguf"})
+    with pytest.raises(ModelError, match="not found"):
+        EmbeddedProvider(config).load()
+
+
+# --- field streaming ---------------------------------------------------------------------------
+def test_field_streamer_decodes_escapes_across_chunk_boundaries():
+    text = json.dumps({"dissonance": 0.5, "nested": {"response": "no"}, "response": 'He said "hi" \u00e9\n\\ok'})
+    for size in (1, 2, 3, 7, len(text)):
+        streamer = FieldStreamer("response")
+        out = "".join(streamer.feed(text[i:i + size]) for i in range(0, len(text), size))
+        assert out == 'He said "hi" \u00e9\n\\ok'
+
+
+# --- ollama stand-in ---------------------------------------------------------------------------
+def scripted(answers):
+    """A responder that returns the next scripted answer for each chat."""
+    queue = list(answers)
+    return lambda model, messages, fmt: queue.pop(0)
+
+
+def test_auto_selection_and_reasons():
+    closed = f"http://127.0.0.1:{free_port()}"
+    provider, reason = select_provider(ollama_config(closed), {"phi3:mini"})
+    assert provider.name == "embedded" and "no Ollama server answered" in reason
+    with OllamaStandIn(models=["phi3:mini"]) as server:
+        provider, reason = select_provider(ollama_config(server.host), {"phi3:mini"})
+        assert provider.name == "ollama" and "all persona models present" in reason
+        provider, reason = select_provider(ollama_config(server.host), {"phi3:mini", "gemma2:2b"})
+        assert provider.name == "embedded" and "lacks gemma2:2b" in reason
+    config = ollama_config(closed)
+    config.provider = "ollama"
+    with pytest.raises(ModelError, match="no Ollama server answered"):
+        select_provider(config, set())
+
+
+def test_ollama_chat_streams_with_schema_options_and_keep_alive():
+    answer = json.dumps({"response": "I hear you; tea soothes.", "dissonance": 0.25})
+    with OllamaStandIn(models=["gemma2:2b"], responder=scripted([answer])) as server:
+        manager = ModelManager(OllamaProvider(ollama_config(server.host).ollama))
+        tokens = []
+        result = manager.chat(MESSAGES, model="gemma2:2b", schema=schemas.ANTITHESIS,
+                              sampling=Sampling(0.3, 0.8, 99), on_token=tokens.append, stream_field="response")
+        assert result.data == {"response": "I hear you; tea soothes.", "dissonance": 0.25}
+        assert "".join(tokens) == "I hear you; tea soothes." and len(tokens) > 1
+        path, body = [r for r in server.requests if r[0] == "/api/chat"][0]
+        assert body["format"] == schemas.ANTITHESIS and body["stream"] is True
+        assert body["options"]["temperature"] == 0.3 and body["options"]["num_predict"] == 99
+        assert body["keep_alive"] == "5m" and body["messages"] == MESSAGES
+
+
+def test_ollama_sequential_residency():
+    ok = json.dumps({"answer": "fine"})
+    with OllamaStandIn(models=["a:1", "b:1"], responder=lambda *a: ok) as server:
+        manager = ModelManager(OllamaProvider(ollama_config(server.host).ollama))
+        manager.chat(MESSAGES, model="a:1", schema=schemas.SYNTHESIS)
+        assert server.resident() == ["a:1"]
+        manager.chat(MESSAGES, model="b:1", schema=schemas.SYNTHESIS)
+        assert server.resident() == ["b:1"]  # a:1 was unloaded before b:1 was used
+        manager.chat(MESSAGES, model="b:1", schema=schemas.SYNTHESIS)
+        assert server.load_count == {"a:1": 1, "b:1": 1}
+        manager.unload()
+        assert server.resident() == []
+
+
+def test_invalid_answer_is_retried_with_the_error_then_accepted():
+    good = json.dumps({"answer": "done"})
+    with OllamaStandIn(models=["m"], responder=scripted(["not json at all", '{"answer": ""}', good])) as server:
+        manager = ModelManager(OllamaProvider(ollama_config(server.host).ollama), json_retries=2)
+        retries = []
+        result = manager.chat(MESSAGES, model="m", schema=schemas.SYNTHESIS,
+                              on_retry=lambda n, err: retries.append(err))
+        assert result.data == {"answer": "done"} and result.attempts == 3
+        assert "not valid JSON" in retries[0] and "answer" in retries[1]
+        last_messages = [b for p, b in server.requests if p == "/api/chat"][-1]["messages"]
+        assert "rejected" in last_messages[-1]["content"]
+
+
+def test_garbage_after_all_retries_raises_structured_error():
+    with OllamaStandIn(models=["m"], responder=lambda *a: '{"dissonance": 7}') as server:
+        manager = ModelManager(OllamaProvider(ollama_config(server.host).ollama), json_retries=1)
+        with pytest.raises(StructuredOutputError, match="no valid answer after 2 attempts"):
+            manager.chat(MESSAGES, model="m", schema=schemas.ANTITHESIS)
+
+
+def test_ollama_embed_and_errors():
+    with OllamaStandIn(models=["nomic-embed-text", "m"]) as server:
+        manager = ModelManager(OllamaProvider(ollama_config(server.host).ollama))
+        vectors = manager.embed(["one", "two"])
+        assert len(vectors) == 2 and len(vectors[0]) == 16 and vectors[0] != vectors[1]
+        with pytest.raises(ModelError, match="not found"):
+            manager.chat(MESSAGES, model="missing:1")

@@ -69,44 +69,75 @@ class _DialoguePrinter:
         return None
 
 
-def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+def _connect(settings: Settings, timeout_s: float):
+    """REQ + a live SUB (its join snapshot received), or an error line for the user."""
     from a4ps.client import BackendUnavailable, EventSubscriber, Requester
 
-    requester = Requester(settings.zmq.rep_addr, timeout_s=args.connect_timeout)
+    requester = Requester(settings.zmq.rep_addr, timeout_s=timeout_s)
     try:
         requester.request("ping")
     except BackendUnavailable:
-        print(f"a4ps ask: no backend answers at {settings.zmq.rep_addr}; start it with `python -m a4ps serve`",
-              file=sys.stderr)
-        return 1
+        return None, None, f"no backend answers at {settings.zmq.rep_addr}; start it with `python -m a4ps serve`"
     events = EventSubscriber(settings.zmq.pub_addr)
-    if events.wait_for("state", args.connect_timeout) is None:
-        print(f"a4ps ask: no events from {settings.zmq.pub_addr}", file=sys.stderr)
-        return 1
-    reply = requester.request("submit_task", text=args.task)
+    if events.wait_for("state", timeout_s) is None:
+        return None, None, f"no events from {settings.zmq.pub_addr}"
+    return requester, events, ""
+
+
+def _ask_once(requester, events, text: str, out) -> int:
+    """Submit one task and stream its dialogue; the exit code says how it ended."""
+    reply = requester.request("submit_task", text=text)
     if not reply.get("ok"):
-        print(f"a4ps ask: {reply.get('error')}", file=sys.stderr)
+        print(f"a4ps: {reply.get('error')}", file=sys.stderr)
         return 1
     task_id = reply["task_id"]
-    out = sys.stdout
     out.write(f"task {task_id} queued (position {reply['position']})\n")
-    printer = _DialoguePrinter(task_id, lambda text: (out.write(text), out.flush()))
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    printer = _DialoguePrinter(task_id, lambda piece: (out.write(piece), out.flush()))
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
     final = None
-    while final is None and not stop.is_set():
-        item = events.poll_event(0.2)
-        if item is not None:
-            final = printer.on_event(*item)
+    try:
+        while final is None and not interrupted.is_set():
+            item = events.poll_event(0.2)
+            if item is not None:
+                final = printer.on_event(*item)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if final is None:
         requester.request("cancel_task", task_id=task_id)
-        print("\na4ps ask: interrupted; task cancelled", file=sys.stderr)
+        print("\na4ps: interrupted; task cancelled", file=sys.stderr)
         return 130
     if final["status"] != "done":
-        print(f"\na4ps ask: task {final['status']}: {final.get('error')}", file=sys.stderr)
+        print(f"\na4ps: task {final['status']}: {final.get('error')}", file=sys.stderr)
         return 1
     out.write(f"\n=== Synthesis (ALFRED, {final.get('turns')} turn(s)) ===\n{final.get('result')}\n")
     return 0
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    requester, events, error = _connect(settings, args.connect_timeout)
+    if error:
+        print(f"a4ps ask: {error}", file=sys.stderr)
+        return 1
+    return _ask_once(requester, events, args.task, sys.stdout)
+
+
+def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
+    """The headless client: type tasks at a prompt, watch the personas answer; empty line or EOF quits."""
+    requester, events, error = _connect(settings, args.connect_timeout)
+    if error:
+        print(f"a4ps chat: {error}", file=sys.stderr)
+        return 1
+    print("BAT OS headless client. Type a task and press Enter (empty line or Ctrl-D quits).")
+    while True:
+        try:
+            text = input("\ntask> ").strip()
+        except EOFError:
+            return 0
+        if not text:
+            return 0
+        events.drain(100_000)  # leave earlier events behind
+        _ask_once(requester, events, text, sys.stdout)
 
 
 def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
@@ -124,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("task")
     ask.add_argument("--connect-timeout", type=float, default=10.0)
     ask.set_defaults(func=cmd_ask)
+    chat = sub.add_parser("chat", help="interactive headless client for a running backend")
+    chat.add_argument("--connect-timeout", type=float, default=10.0)
+    chat.set_defaults(func=cmd_chat)
     ui = sub.add_parser("ui", help="open the Kivy window on a running backend")
     ui.set_defaults(func=cmd_ui)
     for module_name in ORGAN_COMMANDS:

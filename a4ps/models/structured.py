@@ -58,7 +58,11 @@ class _BoundedSchemaConverter(llama_grammar.SchemaConverter):
         if kind == "string" and "maxLength" in schema and "pattern" not in schema and "format" not in schema:
             char = self._add_rule("char", _CHAR_RULE)
             low, high = int(schema.get("minLength", 0)), int(schema["maxLength"])
-            return self._add_rule(rule_name, f'"\\"" {char}{{{low},{high}}} "\\"" space')
+            if low >= 1:  # prose starts with a word, not with stray punctuation a small model emits
+                body = f"[A-Za-z0-9] {char}{{{low - 1},{high - 1}}}"
+            else:
+                body = f"{char}{{{low},{high}}}"
+            return self._add_rule(rule_name, f'"\\"" {body} "\\"" space')
         return super().visit(schema, name)
 
 

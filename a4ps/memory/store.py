@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: Chunks fetched per top summary before the per-episode cap (episodes rarely hold more).
 _CHUNK_FETCH_PER_EPISODE = 64
+#: What the summary stage reads back (the hit's episode context).
+_EPISODE_COLUMNS = ["id", "text", "summary", "task_id", "timestamp", "kind", "persona", "node", "turn"]
 
 
 class MemoryStore:
@@ -78,9 +80,9 @@ class MemoryStore:
     def recall(self, query: str, k: int = 5, hybrid: bool | None = None) -> list[MemoryHit]:
         """The ``k`` most relevant memories for ``query``, for ALFRED's plan.
 
-        Two levels: the ``top_summaries`` nearest summaries (prefilter ``parent_id IS NULL``), then
-        the nearest chunks of just those episodes (prefilter on parent_id), at most
-        ``chunks_per_summary`` per episode, best first.
+        Two levels: the ``top_summaries`` nearest summaries (prefilter ``parent_id IS NULL``, through
+        the IVF_PQ index once built), then the nearest chunks of just those episodes (prefilter on
+        parent_id; exact, as that set is small), at most ``chunks_per_summary`` per episode, best first.
         """
         if not query.strip() or k <= 0:
             return []
@@ -89,14 +91,17 @@ class MemoryStore:
         return self.recall_vector(vector, k, text=query if use_hybrid else None)
 
     def recall_vector(self, vector: np.ndarray, k: int, text: str | None = None, exact: bool = False) -> list[MemoryHit]:
-        """Hierarchical search with a ready query vector (``text`` adds full-text: hybrid)."""
+        """Hierarchical search with a ready query vector (``text`` adds full-text: hybrid).
+
+        ``exact`` bypasses the IVF_PQ index in the summary stage too (benchmarks, tests).
+        """
         episodes = self.table.vector_search(vector, "parent_id IS NULL", self.settings.top_summaries, exact=exact,
-                                            text=text, fts_columns=["text", "summary"])
+                                            text=text, fts_columns=["text", "summary"], columns=_EPISODE_COLUMNS)
         if not episodes:
             return []
         by_id = {e["id"]: e for e in episodes}
         chunk_rows = self.table.vector_search(vector, in_list("parent_id", list(by_id)),
-                                              len(by_id) * _CHUNK_FETCH_PER_EPISODE, exact=exact, text=text,
+                                              len(by_id) * _CHUNK_FETCH_PER_EPISODE, exact=True, text=text,
                                               fts_columns=["text"])
         per_episode: dict[str, int] = {}
         hits: list[MemoryHit] = []

@@ -32,10 +32,12 @@ VECTOR_INDEX = "vector_idx"
 #: Columns returned by searches (the vector itself stays on disk).
 ROW_COLUMNS = ["id", "text", "summary", "parent_id", "kind", "persona", "task_id",
                "node", "turn", "seq", "timestamp"]
-#: A background optimize (compaction + folding new rows into indexes) runs after this many writes.
+#: A background optimize (compaction + folding new rows into indexes) runs after this many writes...
 OPTIMIZE_EVERY_WRITES = 200
-#: ...or when this many rows are outside the vector index.
-OPTIMIZE_UNINDEXED_ROWS = 20000
+#: ...or when this many rows are outside an index (they are scanned: the parent_id prefilter slows).
+OPTIMIZE_UNINDEXED_ROWS = 5000
+#: Versions older than this are deleted by optimize (readers hold a version for far less).
+KEEP_VERSIONS = timedelta(hours=1)
 #: Progress of a running index build is logged this often.
 PROGRESS_EVERY_S = 10.0
 
@@ -91,12 +93,13 @@ def ivf_pq_shape(rows: int, dim: int) -> tuple[int, int]:
     return partitions, max(1, sub)
 
 
-def reciprocal_rank_fusion(ranked_lists: list[list[dict[str, Any]]], limit: int, k: int = 60) -> list[dict[str, Any]]:
+def reciprocal_rank_fusion(ranked_lists: list[list[dict[str, Any]]], limit: int, columns: list[str],
+                           k: int = 60) -> list[dict[str, Any]]:
     """Fuse ranked row lists by RRF (sum of 1/(k + rank)); robust to incomparable score scales."""
     fused: dict[str, dict[str, Any]] = {}
     for ranked in ranked_lists:
         for rank, row in enumerate(ranked, start=1):
-            entry = fused.setdefault(row["id"], {**{c: row.get(c) for c in ROW_COLUMNS}, "score": 0.0})
+            entry = fused.setdefault(row["id"], {**{c: row.get(c) for c in columns}, "score": 0.0})
             entry["score"] += 1.0 / (k + rank)
     return sorted(fused.values(), key=lambda r: -r["score"])[:limit]
 
@@ -139,6 +142,7 @@ class MemoryTable:
         self._error = ""
         self._last_build_s: float | None = None
         self._writes_since_optimize = 0
+        self.optimize_every_writes = OPTIMIZE_EVERY_WRITES
         self._retry_build_at_rows = 0
         self._closed = False
         self._table = self._open_or_create()
@@ -205,27 +209,30 @@ class MemoryTable:
         return self._table.count_rows(where)
 
     def vector_search(self, vector: np.ndarray, where: str, limit: int, exact: bool = False,
-                      text: str | None = None, fts_columns: list[str] | None = None) -> list[dict[str, Any]]:
+                      text: str | None = None, fts_columns: list[str] | None = None,
+                      columns: list[str] | None = None) -> list[dict[str, Any]]:
         """Nearest rows by cosine among those matching ``where`` (a prefilter, not a post-filter).
 
         ``score`` is cosine similarity (1 - distance). With ``text`` the search is hybrid: the
         vector list and a full-text list over ``fts_columns`` (same prefilter) are fused by
-        reciprocal rank, and ``score`` becomes the fused RRF score.
+        reciprocal rank, and ``score`` becomes the fused RRF score. ``exact`` bypasses the IVF_PQ
+        index (right for small prefiltered sets); ``columns`` narrows what is read back.
         """
+        columns = columns or ROW_COLUMNS
         query = (self._table.search(np.asarray(vector, dtype=np.float32)).distance_type("cosine")
                  .where(where, prefilter=True).limit(limit))
         if exact:
             query = query.bypass_vector_index()
         else:
             query = query.nprobes(self.settings.nprobes).refine_factor(self.settings.refine_factor)
-        rows = query.select(ROW_COLUMNS + ["_distance"]).to_arrow().to_pylist()
+        rows = query.select(columns + ["_distance"]).to_arrow().to_pylist()
         for row in rows:
             row["score"] = 1.0 - float(row.pop("_distance"))
         if not text:
             return rows
         found = (self._table.search(text, query_type="fts", fts_columns=fts_columns or ["text"])
-                 .where(where, prefilter=True).limit(limit).select(ROW_COLUMNS + ["_score"]).to_arrow().to_pylist())
-        return reciprocal_rank_fusion([rows, found], limit)
+                 .where(where, prefilter=True).limit(limit).select(columns + ["_score"]).to_arrow().to_pylist())
+        return reciprocal_rank_fusion([rows, found], limit, columns)
 
     def rows(self, where: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
         """All rows matching ``where`` (a plain scan, for episodes and listings)."""
@@ -243,8 +250,8 @@ class MemoryTable:
             if not self._has_vector_index and rows >= max(self.settings.index_threshold_rows,
                                                           self._retry_build_at_rows):
                 job = "build"
-            elif (self._writes_since_optimize >= OPTIMIZE_EVERY_WRITES
-                  or (self._has_vector_index and self._unindexed_rows() >= OPTIMIZE_UNINDEXED_ROWS)):
+            elif (self._writes_since_optimize >= self.optimize_every_writes
+                  or self._unindexed_rows() >= OPTIMIZE_UNINDEXED_ROWS):
                 job = "optimize"
             if job is None:
                 return
@@ -263,6 +270,8 @@ class MemoryTable:
         try:
             if job == "build":
                 self._build_index(table)
+                # Rows written before and during the build may sit outside the scalar/FTS indexes.
+                self._optimize(table)
             else:
                 self._optimize(table)
         except Exception as exc:  # noqa: BLE001 - a failed upkeep must not kill the backend
@@ -309,14 +318,16 @@ class MemoryTable:
         started = time.monotonic()
         with self._state_lock:
             self._writes_since_optimize = 0
-        table.optimize()
+        table.optimize(cleanup_older_than=KEEP_VERSIONS)
         log.info("memory: optimized table %s in %.1f s", self.name, time.monotonic() - started)
 
     def _unindexed_rows(self) -> int:
-        if not self._has_vector_index:
-            return self._table.count_rows()
-        stats = self._table.index_stats(VECTOR_INDEX)
-        return stats.num_unindexed_rows if stats else 0
+        """The most rows any index (vector, BTree, FTS) leaves to a scan."""
+        worst = 0
+        for index in self._table.list_indices():
+            stats = self._table.index_stats(index.name)
+            worst = max(worst, stats.num_unindexed_rows if stats else 0)
+        return worst
 
     def index_state(self) -> IndexState:
         with self._state_lock:

@@ -200,8 +200,12 @@ class MemoryTable:
             self._table.add(rows)
             self._writes_since_optimize += 1
             if not self._row_indexes_done:
-                self._ensure_row_indexes()
-                self._row_indexes_done = True
+                try:
+                    self._ensure_row_indexes()
+                    self._row_indexes_done = True
+                except Exception as exc:  # noqa: BLE001 - the rows are committed; searches scan instead
+                    log.warning("memory: could not create the parent_id/full-text indexes (next write retries): %s",
+                                exc)
         self.maybe_schedule_upkeep()
 
     # -- reads ---------------------------------------------------------------------------------
@@ -247,6 +251,8 @@ class MemoryTable:
                 return
             rows = self._table.count_rows()
             job = None
+            if not self._has_vector_index and self._vector_index_present():
+                self._has_vector_index = True  # another connection built it
             if not self._has_vector_index and rows >= max(self.settings.index_threshold_rows,
                                                           self._retry_build_at_rows):
                 job = "build"
@@ -255,7 +261,7 @@ class MemoryTable:
                 job = "optimize"
             if job is None:
                 return
-            self._busy = "building IVF_PQ index" if job == "build" else "optimizing"
+            self._busy = "building IVF_PQ index" if job == "build" else "optimizing"  # shown at once
             self._worker = threading.Thread(target=self._run_job, args=(job,), name=f"hmem-{job}", daemon=True)
             self._worker.start()
 
@@ -264,23 +270,29 @@ class MemoryTable:
         self._build_index(self._table)
 
     def _run_job(self, job: str) -> None:
+        """A build is followed by an optimize: rows written meanwhile may sit outside the scalar/FTS indexes."""
         import lancedb
 
         table = lancedb.connect(str(self.path)).open_table(self.name)
+        steps = ["build", "optimize"] if job == "build" else ["optimize"]
         try:
-            if job == "build":
-                self._build_index(table)
-                # Rows written before and during the build may sit outside the scalar/FTS indexes.
-                self._optimize(table)
-            else:
-                self._optimize(table)
-        except Exception as exc:  # noqa: BLE001 - a failed upkeep must not kill the backend
-            log.error("memory: %s failed: %s", job, exc)
-            with self._state_lock:
-                self._error = f"{job}: {exc}"
-                if job == "build":
-                    # Try again once the table has grown by a tenth of the threshold.
-                    self._retry_build_at_rows = table.count_rows() + self.settings.index_threshold_rows // 10
+            for step in steps:
+                with self._state_lock:
+                    self._busy = "building IVF_PQ index" if step == "build" else "optimizing"
+                try:
+                    if step == "build":
+                        self._build_index(table)
+                    else:
+                        self._optimize(table)
+                except Exception as exc:  # noqa: BLE001 - a failed upkeep must not kill the backend
+                    log.error("memory: %s failed: %s", step, exc)
+                    with self._state_lock:
+                        self._error = f"{step}: {exc}"
+                        if step == "build":
+                            # Try again once the table has grown by a tenth of the threshold.
+                            self._retry_build_at_rows = (table.count_rows()
+                                                         + self.settings.index_threshold_rows // 10)
+                    return
         finally:
             with self._state_lock:
                 self._busy = ""
@@ -319,6 +331,9 @@ class MemoryTable:
         with self._state_lock:
             self._writes_since_optimize = 0
         table.optimize(cleanup_older_than=KEEP_VERSIONS)
+        with self._state_lock:
+            if self._error.startswith("optimize"):
+                self._error = ""
         log.info("memory: optimized table %s in %.1f s", self.name, time.monotonic() - started)
 
     def _unindexed_rows(self) -> int:
@@ -331,6 +346,8 @@ class MemoryTable:
 
     def index_state(self) -> IndexState:
         with self._state_lock:
+            if not self._has_vector_index and self._vector_index_present():
+                self._has_vector_index = True  # another connection built it
             busy, error, last = self._busy, self._error, self._last_build_s
             has_index = self._has_vector_index
         if has_index:

@@ -39,21 +39,24 @@ class Script:
         if "analysis" in props:
             self.thesis_count += 1
             wants = self.thesis_count == self.tool_on_turn
-            return json.dumps({"analysis": f"Analysis {self.thesis_count}.", "needs_tool": wants,
-                               "tool_spec": "count words in a text" if wants else ""})
+            answer = {"analysis": f"Analysis {self.thesis_count}.", "needs_tool": wants,
+                      "tool_spec": "count words in a text" if wants else ""}
+            if "call_tool" in props:
+                answer.update(call_tool="", arguments={})
+            return json.dumps(answer)
         if "dissonance" in props:
             return json.dumps({"response": "I feel you.", "dissonance": self.dissonance.pop(0)})
         return json.dumps({"answer": "Final answer."})
 
 
-def build(host, bus, graph_config, codex=None, forge=None):
+def build(host, bus, graph_config, codex=None, workshop=None):
     settings = load_settings()
     settings.models.ollama.host = host
     codex = codex or load_codex()
     protos = ProtoManager.from_codex(codex, "ollama")
     models = ModelManager(OllamaProvider(settings.models.ollama))
     voices = Voices(models, protos, bus, settings.models.max_tokens)
-    return SocraticGraph(voices, codex, graph_config, bus, forge=forge), protos
+    return SocraticGraph(voices, codex, graph_config, bus, workshop=workshop), protos
 
 
 def collect(bus):
@@ -102,20 +105,64 @@ def test_tool_request_without_forge_is_captured_and_logged(caplog):
     assert final["turn"] == 2
 
 
+class FakeOutcome:
+    def __init__(self, ok, summary):
+        self.ok, self.summary = ok, summary
+
+
+class RecordingWorkshop:
+    """Stands in for the ToolForge to test graph routing only (the forge has its own tests)."""
+
+    def __init__(self, tools=()):
+        self.tools, self.forged, self.called = list(tools), [], []
+
+    def usable_tools(self):
+        return [{"name": n, "signature": f"{n}(text)", "docstring": "counts"} for n in self.tools]
+
+    def forge(self, spec, *, on_token=None, cancel=None):
+        self.forged.append(spec)
+        self.tools.append("word_count")
+        return FakeOutcome(True, "tool word_count(text) created")
+
+    def call(self, name, arguments):
+        self.called.append((name, arguments))
+        return FakeOutcome(True, f"{name} returned 4")
+
+
 def test_tool_request_goes_through_the_forge_node_then_back_to_brick():
-    calls = []
-
-    def forge(request, *, task_id, turn):
-        calls.append((request["spec"], task_id, turn))
-        return {"summary": "tool word_count created", "ok": True}
-
+    workshop = RecordingWorkshop()
     bus = EventBus()
     with OllamaStandIn(models=MODELS, responder=Script([0.9, 0.1], tool_on_turn=1)) as server:
-        graph, _ = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=3), forge=forge)
+        graph, _ = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=3), workshop=workshop)
         final = graph.run("t3", "How many words?")
-    assert calls == [("count words in a text", "t3", 1)]
-    assert final["tool_results"] == [{"summary": "tool word_count created", "ok": True}]
+    assert workshop.forged == ["count words in a text"]
+    assert final["tool_results"] == [{"kind": "forge", "ok": True, "summary": "tool word_count(text) created"}]
+    assert [d["node"] for d in final["dialogue"]] == ["alfred_plan", "brick", "robin", "tool_forge", "brick", "robin"]
     assert final["turn"] == 2
+
+
+def test_brick_calls_a_registered_tool_through_the_schema_enum():
+    workshop = RecordingWorkshop(tools=["word_count"])
+    seen_formats = []
+
+    def responder(model, messages, fmt):
+        props = fmt["properties"]
+        if "analysis" in props:
+            seen_formats.append(fmt)
+            calls = len(workshop.called) == 0
+            return json.dumps({"analysis": "Count them.", "needs_tool": False, "tool_spec": "",
+                               "call_tool": "word_count" if calls else "", "arguments": {"text": "a b c d"}})
+        if "dissonance" in props:
+            return json.dumps({"response": "ok", "dissonance": 0.1})
+        return Script([])(model, messages, fmt)
+
+    bus = EventBus()
+    with OllamaStandIn(models=MODELS, responder=responder) as server:
+        graph, _ = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=3), workshop=workshop)
+        final = graph.run("t5", "How many words in 'a b c d'?")
+    assert seen_formats[0]["properties"]["call_tool"]["enum"] == ["", "word_count"]
+    assert workshop.called == [("word_count", {"text": "a b c d"})]
+    assert "word_count returned 4" in [d["text"] for d in final["dialogue"] if d["node"] == "tool_call"]
 
 
 def test_cancel_stops_mid_answer():

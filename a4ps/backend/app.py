@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from a4ps.backend.commands import CommandTable
+from a4ps.backend.compose import build_forge, build_models
 from a4ps.backend.server import ZmqServer
 from a4ps.backend.tasks import CANCELLED, DONE, FAILED, Task, TaskQueue
 from a4ps.config import Codex, Settings
@@ -17,7 +18,7 @@ from a4ps.events import EventBus
 from a4ps.events.bus import BusLogHandler
 from a4ps.graph import SocraticGraph, TaskCancelled
 from a4ps.graph.voice import Voices
-from a4ps.models import ModelError, ModelManager, select_provider
+from a4ps.models import ModelError
 from a4ps.protos import LivingImage, ProtoManager
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,12 @@ class Backend:
         self._save_lock = threading.Lock()
         self.started_at = time.time()
 
-        provider, reason = select_provider(settings.models, {p.models["ollama"] for p in codex.persona})
-        log.info("model provider: %s (%s)", provider.name, reason)
-        self.models = ModelManager(provider, json_retries=settings.models.json_retries, reason=reason)
+        self.models = build_models(settings, codex)
+        log.info("model provider: %s (%s)", self.models.provider_name, self.models.reason)
 
         state, _ = self.image.load_latest()
         state = state if state and state.get("format") == IMAGE_FORMAT else None
-        self.protos = ProtoManager.from_codex(codex, provider.name, (state or {}).get("protos"))
+        self.protos = ProtoManager.from_codex(codex, self.models.provider_name, (state or {}).get("protos"))
         self.tasks = TaskQueue(settings.backend.recent_tasks)
         if state:
             self.tasks.restore(state.get("tasks", []))
@@ -56,7 +56,8 @@ class Backend:
 
         self.voices = Voices(self.models, self.protos, self.bus, settings.models.max_tokens,
                              settings.models.repeat_penalty)
-        self.graph = SocraticGraph(self.voices, codex, settings.graph, self.bus)
+        self.forge = build_forge(settings, codex, self.models, self.protos, self.bus)
+        self.graph = SocraticGraph(self.voices, codex, settings.graph, self.bus, workshop=self.forge)
         self.commands = CommandTable(self)
         self.server = ZmqServer(settings.zmq.pub_addr, settings.zmq.rep_addr, settings.zmq.max_request_bytes,
                                 self.commands, on_join=self.publish_snapshot)
@@ -70,7 +71,7 @@ class Backend:
             "protos": self.protos.snapshot(),
             "tasks": self.tasks.snapshot(),
             "current_task": running.task_id if running else None,
-            "tools": [],
+            "tools": [tool.as_map() for tool in self.forge.registry.all()],
             "autonomy": dict(self.autonomy),
             "image": {"path": str(self.image.last_path) if self.image.last_path else None,
                       "saved_at": self.image.last_saved_at},
@@ -156,6 +157,18 @@ class Backend:
                 except OSError:
                     log.exception("could not save the living image")
 
+    def _revalidate_tools(self) -> None:
+        """Tools from earlier runs are offered again only after their tests pass in the sandbox."""
+        tools = self.forge.registry.all()
+        if not tools:
+            return
+        log.info("re-validating %d tool(s) in the sandbox", len(tools))
+        statuses = self.forge.revalidate_all()
+        broken = sorted(name for name, status in statuses.items() if status != "ok")
+        log.info("tools re-validated: %d ok, %d broken%s", len(statuses) - len(broken), len(broken),
+                 f" ({', '.join(broken)})" if broken else "")
+        self.publish_snapshot()
+
     def _autosave(self) -> None:
         interval = self.settings.image.autosave_interval_s
         while not self._stop.wait(interval):
@@ -170,8 +183,12 @@ class Backend:
         self.protos.set_listener(lambda proto: self.bus.publish("proto", proto=proto.as_map()))
         self.tasks.set_listener(self._publish_task)
         self.bus.subscribe("*", self.server.publish)
+        for tool in self.forge.registry.load():
+            if tool.status == "ok":
+                self.forge.registry.set_status(tool.name, "validating", tool.validation)
         self.server.start()
         self.save_image("start")
+        threading.Thread(target=self._revalidate_tools, name="tool-revalidation", daemon=True).start()
         for name, target in (("task-worker", self._worker), ("autosave", self._autosave)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()

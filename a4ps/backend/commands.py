@@ -37,6 +37,8 @@ class CommandTable:
             "cancel_task": self.cancel_task,
             "save_image": self.save_image,
             "shutdown": self.shutdown,
+            "list_tools": self.list_tools,
+            "get_tool": self.get_tool,
         }
 
     def register(self, name: str, command: Callable[[dict], dict]) -> None:
@@ -92,3 +94,13 @@ class CommandTable:
     def shutdown(self, request: dict) -> dict:
         self._backend.request_stop("shutdown command")
         return {"stopping": True}
+
+    def list_tools(self, request: dict) -> dict:
+        return {"tools": [tool.manifest() for tool in self._backend.forge.registry.all()]}
+
+    def get_tool(self, request: dict) -> dict:
+        name = _field(request, "name", str)
+        tool = self._backend.forge.registry.get(name)
+        if tool is None:
+            raise RequestError("not_found", f"no tool named {name!r}")
+        return {"tool": tool.as_map()}

@@ -123,6 +123,7 @@ class Prompts(_Strict):
     thesis: str
     antithesis: str
     synthesis: str
+    forge: str
 
 
 class Principle(_Strict):

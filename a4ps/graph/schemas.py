@@ -40,3 +40,13 @@ SYNTHESIS = {
 
 # Which field of each answer is streamed to people as tokens.
 SHOWN_FIELD = {"alfred_plan": "plan", "brick": "analysis", "robin": "response", "alfred_synthesize": "answer"}
+
+
+def thesis_schema(tool_names: list[str]) -> dict:
+    """BRICK's schema; with registered tools it may also name one (an enum: only real tools) to call."""
+    if not tool_names:
+        return THESIS
+    properties = dict(THESIS["properties"])
+    properties["call_tool"] = {"type": "string", "enum": ["", *tool_names]}
+    properties["arguments"] = {"type": "object"}
+    return {**THESIS, "properties": properties, "required": [*THESIS["required"], "call_tool", "arguments"]}

@@ -16,7 +16,7 @@ from a4ps.graph.voice import TaskCancelled, Voices
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DialogueState", "SocraticGraph", "TaskCancelled", "ToolForgeNode"]
+__all__ = ["DialogueState", "SocraticGraph", "TaskCancelled", "Workshop"]
 
 MAX_UTTERANCE_CHARS = 700
 DIALOGUE_WINDOW = 6
@@ -31,15 +31,22 @@ class DialogueState(TypedDict, total=False):
     turn: int
     dissonance: Annotated[list[float], operator.add]
     tool_request: dict | None
+    tool_call: dict | None
     tool_results: Annotated[list[dict], operator.add]
     forges: int
+    tool_calls: int
     answer: str
 
 
-class ToolForgeNode(Protocol):
-    """What the graph needs from the tool forge: make (or reuse) a tool for a request."""
+class Workshop(Protocol):
+    """What the graph needs from the ToolForge: the usable tools, forging one, calling one."""
 
-    def __call__(self, request: dict, *, task_id: str, turn: int) -> dict: ...
+    def usable_tools(self) -> list[dict]: ...
+
+    def forge(self, spec: str, *, on_token: Callable[[str], None] | None = None,
+              cancel: threading.Event | None = None) -> Any: ...
+
+    def call(self, name: str, arguments: Any) -> Any: ...
 
 
 def _dialogue_text(dialogue: list[dict]) -> str:
@@ -52,6 +59,12 @@ def _dialogue_text(dialogue: list[dict]) -> str:
             text = text[:MAX_UTTERANCE_CHARS] + "…"
         lines.append(f"{item['persona']} (turn {item['turn']}): {text}")
     return "\n".join(lines)
+
+
+def _tools_text(tools: list[dict]) -> str:
+    if not tools:
+        return "(none yet)"
+    return "; ".join(f"{t['signature']}: {t['docstring'][:120]}" for t in tools)
 
 
 def _tool_results_text(results: list[dict]) -> str:
@@ -71,12 +84,12 @@ class SocraticGraph:
     """Builds and runs the compiled graph for one task at a time."""
 
     def __init__(self, voices: Voices, codex: Codex, config: Graph, bus: EventBus,
-                 forge: ToolForgeNode | None = None, recall: Callable[[str], str] | None = None):
+                 workshop: Workshop | None = None, recall: Callable[[str], str] | None = None):
         self._voices = voices
         self._prompts = codex.prompts
         self._config = config
         self._bus = bus
-        self._forge = forge
+        self._workshop = workshop
         self._recall = recall
         self._cancel = threading.Event()
         self._compiled = self._build()
@@ -85,8 +98,8 @@ class SocraticGraph:
         """Prompts are read per call, so a new codex applies from the next node on."""
         self._prompts = codex.prompts
 
-    def set_forge(self, forge: ToolForgeNode | None) -> None:
-        self._forge = forge
+    def set_workshop(self, workshop: Workshop | None) -> None:
+        self._workshop = workshop
 
     def set_recall(self, recall: Callable[[str], str] | None) -> None:
         self._recall = recall
@@ -99,10 +112,11 @@ class SocraticGraph:
             dialogue=_dialogue_text(state.get("dialogue", [])),
             tool_results=_tool_results_text(state.get("tool_results", [])),
             turn=state.get("turn", 0) + 1,
+            tools=_tools_text(self._workshop.usable_tools() if self._workshop else []),
         ))
 
     def _say(self, persona: str, node: str, template: str, schema: dict, state: DialogueState, turn: int) -> dict:
-        return self._voices.speak(persona, self._fill(template, state), schema,
+        return self._voices.speak(persona, self._fill(template, {**state, "turn": turn - 1}), schema,
                                   shown_field=schemas.SHOWN_FIELD[node], task_id=state["task_id"],
                                   node=node, turn=turn, cancel=self._cancel)
 
@@ -120,12 +134,15 @@ class SocraticGraph:
 
     def brick(self, state: DialogueState) -> dict:
         turn = state.get("turn", 0) + 1
-        data = self._say("BRICK", "brick", self._prompts.thesis, schemas.THESIS, state, turn)
-        request = None
+        tools = [t["name"] for t in self._workshop.usable_tools()] if self._workshop else []
+        data = self._say("BRICK", "brick", self._prompts.thesis, schemas.thesis_schema(tools), state, turn)
+        request = call = None
         if data["needs_tool"] and data["tool_spec"].strip():
             request = {"spec": data["tool_spec"].strip(), "turn": turn}
             self._bus.publish("tool_request", task_id=state["task_id"], turn=turn, name="", spec=request["spec"])
-        return {"turn": turn, "tool_request": request,
+        if data.get("call_tool"):
+            call = {"name": data["call_tool"], "arguments": data.get("arguments", {}), "turn": turn}
+        return {"turn": turn, "tool_request": request, "tool_call": call,
                 "dialogue": [{"persona": "BRICK", "node": "brick", "turn": turn, "text": data["analysis"]}]}
 
     def robin(self, state: DialogueState) -> dict:
@@ -138,9 +155,32 @@ class SocraticGraph:
                 "dialogue": [{"persona": "ROBIN", "node": "robin", "turn": turn, "text": data["response"]}]}
 
     def tool_forge(self, state: DialogueState) -> dict:
-        request = state["tool_request"] or {}
-        outcome = self._forge(request, task_id=state["task_id"], turn=state["turn"])
-        return {"tool_request": None, "forges": state.get("forges", 0) + 1, "tool_results": [outcome]}
+        """Forge the requested tool (BRICK writes it, the sandbox tests it); the outcome joins the dialogue."""
+        request, turn, task_id = state["tool_request"] or {}, state["turn"], state["task_id"]
+
+        def on_token(text: str) -> None:
+            if self._cancel.is_set():
+                raise TaskCancelled()
+            self._bus.publish("token", task_id=task_id, persona="BRICK", node="tool_forge", turn=turn, text=text)
+
+        outcome = self._workshop.forge(request.get("spec", ""), on_token=on_token, cancel=self._cancel)
+        if self._cancel.is_set():
+            raise TaskCancelled()
+        self._bus.publish("utterance", task_id=task_id, persona="BRICK", node="tool_forge", turn=turn,
+                          text=outcome.summary, data={"ok": outcome.ok})
+        return {"tool_request": None, "forges": state.get("forges", 0) + 1,
+                "tool_results": [{"kind": "forge", "ok": outcome.ok, "summary": outcome.summary}],
+                "dialogue": [{"persona": "BRICK", "node": "tool_forge", "turn": turn, "text": outcome.summary}]}
+
+    def tool_call(self, state: DialogueState) -> dict:
+        """Run one registered tool in the sandbox; its result joins the dialogue."""
+        call, turn, task_id = state["tool_call"] or {}, state["turn"], state["task_id"]
+        outcome = self._workshop.call(call.get("name", ""), call.get("arguments", {}))
+        self._bus.publish("utterance", task_id=task_id, persona="BRICK", node="tool_call", turn=turn,
+                          text=outcome.summary, data={"ok": outcome.ok})
+        return {"tool_call": None, "tool_calls": state.get("tool_calls", 0) + 1,
+                "tool_results": [{"kind": "call", "ok": outcome.ok, "summary": outcome.summary}],
+                "dialogue": [{"persona": "BRICK", "node": "tool_call", "turn": turn, "text": outcome.summary}]}
 
     def alfred_synthesize(self, state: DialogueState) -> dict:
         data = self._say("ALFRED", "alfred_synthesize", self._prompts.synthesis, schemas.SYNTHESIS, state,
@@ -151,13 +191,15 @@ class SocraticGraph:
         """Where to go after ROBIN: forge a requested tool, argue again, or synthesize."""
         turn, values = state["turn"], state.get("dissonance", [])
         threshold, max_turns = self._config.convergence_threshold, self._config.max_turns
-        request = state.get("tool_request")
+        request, call = state.get("tool_request"), state.get("tool_call")
         if request:
-            if self._forge is not None and state.get("forges", 0) < max_turns and turn < max_turns:
+            if self._workshop is not None and state.get("forges", 0) < max_turns:
                 return "tool_forge"
-            if self._forge is None:
+            if self._workshop is None:
                 log.info("BRICK asked for a tool (%s) but no tool forge is installed; continuing without it",
                          request["spec"][:120])
+        if call and self._workshop is not None and state.get("tool_calls", 0) < max_turns:
+            return "tool_call"
         if values and values[-1] > threshold and turn < max_turns:
             return "brick"
         if turn >= max_turns and values and all(v > threshold for v in values):
@@ -165,18 +207,26 @@ class SocraticGraph:
                               threshold=threshold)
         return "alfred_synthesize"
 
+    def after_tool(self, state: DialogueState) -> str:
+        """After a tool round BRICK continues, unless the turns are used up."""
+        if state.get("tool_call") and self._workshop is not None and state.get("tool_calls", 0) < self._config.max_turns:
+            return "tool_call"
+        return "brick" if state["turn"] < self._config.max_turns else "alfred_synthesize"
+
     def _build(self) -> Any:
         graph = StateGraph(DialogueState)
         graph.add_node("alfred_plan", self.alfred_plan)
         graph.add_node("brick", self.brick)
         graph.add_node("robin", self.robin)
         graph.add_node("tool_forge", self.tool_forge)
+        graph.add_node("tool_call", self.tool_call)
         graph.add_node("alfred_synthesize", self.alfred_synthesize)
         graph.add_edge(START, "alfred_plan")
         graph.add_edge("alfred_plan", "brick")
         graph.add_edge("brick", "robin")
-        graph.add_conditional_edges("robin", self.route, ["brick", "tool_forge", "alfred_synthesize"])
-        graph.add_edge("tool_forge", "brick")
+        graph.add_conditional_edges("robin", self.route, ["brick", "tool_forge", "tool_call", "alfred_synthesize"])
+        graph.add_conditional_edges("tool_forge", self.after_tool, ["brick", "tool_call", "alfred_synthesize"])
+        graph.add_conditional_edges("tool_call", self.after_tool, ["brick", "alfred_synthesize"])
         graph.add_edge("alfred_synthesize", END)
         return graph.compile()
 
@@ -187,6 +237,6 @@ class SocraticGraph:
         self._cancel = cancel or threading.Event()
         initial: DialogueState = {"task_id": task_id, "task": task, "memories": memories, "turn": 0,
                                   "dialogue": [], "dissonance": [], "tool_results": [], "forges": 0,
-                                  "tool_request": None}
+                                  "tool_calls": 0, "tool_request": None, "tool_call": None}
         limit = 6 * self._config.max_turns + 10
         return self._compiled.invoke(initial, config={"recursion_limit": limit})

@@ -1,0 +1,15 @@
+"""Schemas of what BRICK writes for the forge."""
+
+TOOL_NAME_PATTERN = "^[a-z][a-z0-9_]{2,39}$"
+
+TOOL = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "pattern": TOOL_NAME_PATTERN},
+        "docstring": {"type": "string", "minLength": 1, "maxLength": 300},
+        "code": {"type": "string", "minLength": 10, "maxLength": 2500},
+        "tests": {"type": "string", "minLength": 10, "maxLength": 2000},
+    },
+    "required": ["name", "docstring", "code", "tests"],
+    "additionalProperties": False,
+}

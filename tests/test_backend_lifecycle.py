@@ -86,6 +86,16 @@ def test_ask_end_to_end_on_the_embedded_model(tmp_path):
     assert "[ROBIN · robin · turn 1]" in out and "(dissonance " in out
     synthesis = out.split("=== Synthesis (ALFRED,")[1].split("\n", 1)[1].strip()
     assert synthesis
+    # the finished task is in long-term memory: ALFRED's synthesis as the summary, the dialogue as chunks
+    from a4ps.config import load_settings
+    from a4ps.memory import open_memory
+
+    memory = open_memory(tmp_path / "data", load_settings().memory)
+    episodes = memory.recent_episodes(5)
+    assert len(episodes) == 1 and episodes[0].task_text == "What is a good name for a goldfish?"
+    assert episodes[0].summary.strip() == synthesis
+    assert {c.persona for c in episodes[0].chunks} >= {"ALFRED", "BRICK", "ROBIN"}
+    assert memory.recall("goldfish name", k=3)[0].task_text == "What is a good name for a goldfish?"
 
 
 def test_ask_without_backend_is_a_clear_error(tmp_path):

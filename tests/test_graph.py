@@ -92,6 +92,23 @@ def test_routing(dissonance, max_turns, turns, high):
     assert all(p["status"] == "idle" for p in protos.snapshot())
 
 
+def test_plan_receives_recalled_memories():
+    plan_prompts = []
+
+    def responder(model, messages, fmt):
+        if "plan" in fmt["properties"]:
+            plan_prompts.append(messages[-1]["content"])
+        return Script([0.1])(model, messages, fmt)
+
+    bus = EventBus()
+    with OllamaStandIn(models=MODELS, responder=responder) as server:
+        graph, _ = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=2))
+        graph.set_recall(lambda task: f"- earlier task about {task[:9]}: steep green tea 2 minutes")
+        final = graph.run("m1", "Green tea: how long?")
+    assert "- earlier task about Green tea: steep green tea 2 minutes" in plan_prompts[0]
+    assert final["memories"].startswith("- earlier task")
+
+
 def test_tool_request_without_forge_is_captured_and_logged(caplog):
     bus = EventBus()
     events = collect(bus)

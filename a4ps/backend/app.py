@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from a4ps.backend.commands import CommandTable
-from a4ps.backend.compose import build_forge, build_models
+from a4ps.backend.compose import build_forge, build_memory, build_models
 from a4ps.backend.server import ZmqServer
 from a4ps.backend.tasks import CANCELLED, DONE, FAILED, Task, TaskQueue
 from a4ps.config import Codex, Settings
@@ -57,7 +57,9 @@ class Backend:
         self.voices = Voices(self.models, self.protos, self.bus, settings.models.max_tokens,
                              settings.models.repeat_penalty)
         self.forge = build_forge(settings, codex, self.models, self.protos, self.bus)
-        self.graph = SocraticGraph(self.voices, codex, settings.graph, self.bus, workshop=self.forge)
+        self.memory = build_memory(settings, self.models)
+        self.graph = SocraticGraph(self.voices, codex, settings.graph, self.bus, workshop=self.forge,
+                                   recall=self.recall_for_plan)
         self.commands = CommandTable(self)
         self.server = ZmqServer(settings.zmq.pub_addr, settings.zmq.rep_addr, settings.zmq.max_request_bytes,
                                 self.commands, on_join=self.publish_snapshot)
@@ -112,6 +114,22 @@ class Backend:
             return "cancelling"
         return task.status
 
+    def recall_for_plan(self, task_text: str) -> str:
+        """The memories ALFRED plans with: the most relevant chunks of earlier tasks."""
+        hits = self.memory.recall(task_text, k=4)
+        return "\n".join(f"- earlier task '{h.task_text[:80]}': {h.persona or 'ALFRED'} said: {h.text[:240]}"
+                         for h in hits) or "(none)"
+
+    def _remember(self, task: Task, final: dict[str, Any]) -> None:
+        """Every finished task goes into long-term memory; a memory failure never fails the task."""
+        try:
+            dialogue = [d for d in final.get("dialogue", []) if d.get("node") != "alfred_plan"]
+            dialogue.append({"persona": "ALFRED", "node": "alfred_synthesize", "turn": final.get("turn", 0),
+                             "text": final.get("answer", "")})
+            self.memory.remember_task(task.task_id, task.text, final.get("answer", ""), final.get("plan", ""), dialogue)
+        except Exception:
+            log.exception("task %s could not be stored in memory", task.task_id)
+
     def _publish_task(self, task: Task) -> None:
         self.bus.publish("task", **task.as_map())
 
@@ -137,6 +155,7 @@ class Backend:
             return
         task.turns, task.dissonance = final.get("turn", 0), list(final.get("dissonance", []))
         self.protos.record_task(["ALFRED", "BRICK", "ROBIN"])
+        self._remember(task, final)
         self.tasks.finish(task, DONE, result=final.get("answer", ""))
         log.info("task %s done in %d turn(s)", task.task_id, task.turns)
 
@@ -223,5 +242,6 @@ class Backend:
         log.info("living image saved; backend stopped")
         if workers_done:  # never free the model under a generation still running
             self.models.unload()
+        self.memory.close()
         logging.getLogger().removeHandler(self._log_handler)
         self.server.stop()

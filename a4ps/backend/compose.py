@@ -7,6 +7,7 @@ from pathlib import Path
 from a4ps.config import Codex, Settings
 from a4ps.events import EventBus
 from a4ps.forge import ToolForge, ToolRegistry, ToolRunner
+from a4ps.memory import MemoryStore, open_memory
 from a4ps.models import ModelManager, select_provider
 from a4ps.protos import ProtoManager
 from a4ps.sandbox import SecureCodeExecutor
@@ -32,3 +33,13 @@ def build_runner(settings: Settings) -> ToolRunner:
 def build_forge(settings: Settings, codex: Codex, models: ModelManager, protos: ProtoManager,
                 bus: EventBus) -> ToolForge:
     return ToolForge(models, protos, codex, build_runner(settings), bus, settings.forge.max_retries)
+
+
+def build_memory(settings: Settings, models: ModelManager) -> MemoryStore:
+    """H-MEM; the embedded provider's `embed` is then served by the memory's embedding model."""
+    ollama = models.provider_name == "ollama"
+    memory = open_memory(settings.data_dir, settings.memory, ollama_embed=models.embed if ollama else None,
+                         ollama_model=settings.models.ollama.embed_model if ollama else "")
+    if not ollama:
+        models.set_embedder(lambda texts: memory.embedder.embed(texts).tolist())
+    return memory

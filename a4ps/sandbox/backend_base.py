@@ -15,11 +15,23 @@ from a4ps.sandbox.execution_result import ExecutionResult
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Open files per guest process: enough for Python and a few files, not for fd exhaustion games.
 NOFILE_LIMIT = 256
-# gVisor's sentry and its ptrace stubs are host tasks in the run's pids cgroup; guest processes
-# are capped separately by RLIMIT_NPROC inside the sandbox.
-GVISOR_HOST_PIDS = 1024
+# gVisor's sentry and its ptrace stubs are host tasks in the run's pids cgroup: measured ~18 host
+# tasks per guest process (1173 at 64 guest processes; a 1024 cap made the sentry panic). Guest
+# processes themselves are capped by RLIMIT_NPROC inside the sandbox; this only bounds the host.
+_GVISOR_BASE_TASKS = 512
+_GVISOR_TASKS_PER_GUEST_PROCESS = 48
+
+
+def gvisor_host_pids(guest_pids: int) -> int:
+    """pids cgroup cap for a gVisor sandbox allowing `guest_pids` guest processes."""
+    return _GVISOR_BASE_TASKS + _GVISOR_TASKS_PER_GUEST_PROCESS * guest_pids
 SANDBOX_UID = 1000
 SANDBOX_GID = 1000
+
+
+def run_cgroup_name(run_id: str) -> str:
+    """Name of a run's cgroup directory (the same in every hierarchy)."""
+    return f"a4ps-sbx-{run_id}"
 
 
 def find_binary(name: str) -> str | None:
@@ -80,6 +92,10 @@ class SandboxBackend(ABC):
     @abstractmethod
     def execute(self, run_id: str, paths: RunPaths, timeout_s: float) -> ExecutionResult:
         """Run the staged guest in a fresh sandbox and always tear the sandbox down."""
+
+    @abstractmethod
+    def reap_stale(self, run_id: str) -> None:
+        """Tear down what a run left behind when its host process died mid-run (e.g. SIGKILL)."""
 
     def describe(self) -> str:
         """Short description of the isolation in force, for the selection log."""

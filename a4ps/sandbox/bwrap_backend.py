@@ -1,6 +1,8 @@
 """Bubblewrap backend: namespaces, a seccomp filter, rlimits, and a cgroup when one can be made.
 
-Process chain per run (all absolute paths, empty environment):
+The guest's /etc and /sandbox are copies made by bwrap from file descriptors we open (no host
+directory is bind-mounted except /usr read-only), so no host path needs to be reachable by the
+unprivileged uid bwrap runs as. Process chain per run (all absolute paths, empty environment):
     [sh: join the run's cgroup] -> [setpriv: drop to a per-run unprivileged host uid, when root]
     -> prlimit (AS/NPROC/NOFILE/FSIZE/CORE) -> bwrap -> python3 launcher.
 Running bwrap as a non-root host uid matters: the kernel exempts uid 0 from RLIMIT_NPROC, and a
@@ -24,6 +26,7 @@ from a4ps.sandbox.backend_base import (
     decode_output,
     find_binary,
     is_root,
+    run_cgroup_name,
 )
 from a4ps.sandbox.bounded_process import run_bounded
 from a4ps.sandbox.cgroup_limits import CgroupLimits, CgroupManager, RunCgroup
@@ -43,6 +46,8 @@ _JOIN_CGROUP_SCRIPT = (
 # Host uids handed to concurrent runs when we are root: far above any real account.
 _HOST_UID_BASE = 1_500_000_000
 _HOST_UID_SLOTS = 65_536
+# POSIX shared memory (multiprocessing locks) gets its own small tmpfs; the rest of /dev is read-only.
+_SHM_BYTES = 16 << 20
 
 
 class _HostUidPool:
@@ -113,20 +118,28 @@ class BwrapBackend(SandboxBackend):
         try:
             if self._cgroups is not None:
                 cgroup = self._cgroups.create(
-                    f"a4ps-sbx-{run_id}",
+                    run_cgroup_name(run_id),
                     CgroupLimits(self.limits.memory_bytes, self.limits.cpu_quota, self.limits.pids),
                 )
-            etc_fd = os.open(rootfs / "etc", os.O_PATH | os.O_DIRECTORY)
-            opened.append(etc_fd)
-            stage_fd = os.open(paths.stage_dir, os.O_PATH | os.O_DIRECTORY)
-            opened.append(stage_fd)
+            copies: list[tuple[str, int]] = []  # (guest path, fd): contents copied in by bwrap
+            guest_dirs: list[str] = []
+            for host_root, guest_root in ((rootfs / "etc", "/etc"), (paths.stage_dir, GUEST_INPUT_DIR)):
+                guest_dirs.append(guest_root)
+                for path in sorted(host_root.rglob("*")):
+                    guest_path = f"{guest_root}/{path.relative_to(host_root).as_posix()}"
+                    if path.is_dir():
+                        guest_dirs.append(guest_path)
+                    elif path.is_file():
+                        fd = os.open(path, os.O_RDONLY)
+                        opened.append(fd)
+                        copies.append((guest_path, fd))
             seccomp_read, seccomp_write = os.pipe()
             opened.append(seccomp_read)
             try:
                 os.write(seccomp_write, self._seccomp)
             finally:
                 os.close(seccomp_write)
-            argv = self._argv(cgroup, host_uid, etc_fd, stage_fd, seccomp_read)
+            argv = self._argv(cgroup, host_uid, guest_dirs, copies, seccomp_read)
 
             def kill(proc: subprocess.Popen) -> None:
                 if cgroup is not None:
@@ -166,7 +179,19 @@ class BwrapBackend(SandboxBackend):
             if host_uid is not None:
                 self._uids.release(host_uid)
 
-    def _argv(self, cgroup: RunCgroup | None, host_uid: int | None, etc_fd: int, stage_fd: int, seccomp_fd: int) -> list[str]:
+    def reap_stale(self, run_id: str) -> None:
+        # --die-with-parent already killed the guest when its host process died; the cgroup stays.
+        if self._cgroups is not None:
+            self._cgroups.handle(run_cgroup_name(run_id)).remove()
+
+    def _argv(
+        self,
+        cgroup: RunCgroup | None,
+        host_uid: int | None,
+        guest_dirs: list[str],
+        copies: list[tuple[str, int]],
+        seccomp_fd: int,
+    ) -> list[str]:
         limits = self.limits
         argv: list[str] = []
         if cgroup is not None:
@@ -210,12 +235,16 @@ class BwrapBackend(SandboxBackend):
         argv += ["--ro-bind", "/usr", "/usr"]
         for name, target in usr_symlinks().items():
             argv += ["--symlink", target, f"/{name}"]
+        for directory in guest_dirs:
+            argv += ["--dir", directory]
+        for guest_path, fd in copies:
+            argv += ["--perms", "0444", "--ro-bind-data", str(fd), guest_path]
         argv += [
-            "--ro-bind-fd", str(etc_fd), "/etc",
             "--proc", "/proc",
             "--dev", "/dev",
+            "--size", str(min(_SHM_BYTES, limits.tmpfs_bytes)), "--tmpfs", "/dev/shm",
+            "--remount-ro", "/dev",
             "--size", str(limits.tmpfs_bytes), "--tmpfs", GUEST_SCRATCH_DIR,
-            "--ro-bind-fd", str(stage_fd), GUEST_INPUT_DIR,
             "--seccomp", str(seccomp_fd),
             "--chdir", GUEST_SCRATCH_DIR,
             "--remount-ro", "/",

@@ -111,13 +111,20 @@ def _read_counter(path: Path, key: str) -> int:
     return 0
 
 
+def _cgroup_tree(directory: Path) -> list[Path]:
+    """A cgroup dir and its descendants, deepest first; tolerates dirs vanishing while walking."""
+    found: list[Path] = []
+    for root, dirs, _ in os.walk(directory):
+        found += [Path(root, d) for d in dirs]
+    found.sort(key=lambda p: len(p.parts), reverse=True)
+    return [*found, directory] if directory.is_dir() else found
+
+
 def _procs_under(directory: Path) -> set[int]:
     pids: set[int] = set()
-    if not directory.is_dir():
-        return pids
-    for procs in [directory / "cgroup.procs", *directory.glob("**/cgroup.procs")]:
+    for group in _cgroup_tree(directory):
         try:
-            pids.update(int(pid) for pid in procs.read_text(encoding="ascii").split())
+            pids.update(int(pid) for pid in (group / "cgroup.procs").read_text(encoding="ascii").split())
         except (OSError, ValueError):
             continue
     return pids
@@ -125,11 +132,8 @@ def _procs_under(directory: Path) -> set[int]:
 
 def _rmdir_tree(directory: Path) -> bool:
     """Remove a cgroup and its children bottom-up; False while some are still busy."""
-    if not directory.is_dir():
-        return True
-    children = sorted((p for p in directory.glob("**/") if p != directory), key=lambda p: len(p.parts), reverse=True)
     done = True
-    for path in [*children, directory]:
+    for path in _cgroup_tree(directory):
         try:
             path.rmdir()
         except FileNotFoundError:
@@ -291,16 +295,18 @@ class CgroupManager:
         """Controllers a run's cgroup will be limited by."""
         return list(_V2_CONTROLLERS) if self.version == 2 else sorted(self._bases)
 
+    def handle(self, name: str) -> RunCgroup:
+        """The run cgroup called `name` (existing or not): used to create it, or to reap a stale one."""
+        if self.version == 2:
+            directory = self._bases[""] / name
+            return RunCgroup(2, name, {"": directory}, [], "/" + str(directory.relative_to(self._v2_mountpoint)))
+        dirs = {controller: base / name for controller, base in self._bases.items()}
+        sweep = [base / name for base in self._all_v1_bases if base / name not in dirs.values()]
+        return RunCgroup(1, name, dirs, sweep, name)
+
     def create(self, name: str, limits: CgroupLimits) -> RunCgroup:
         """Create the run's cgroup(s) with limits applied; removes them again if any write fails."""
-        if self.version == 2:
-            base = self._bases[""]
-            directory = base / name
-            run = RunCgroup(2, name, {"": directory}, [], "/" + str(directory.relative_to(self._v2_mountpoint)))
-        else:
-            dirs = {controller: base / name for controller, base in self._bases.items()}
-            sweep = [base / name for base in self._all_v1_bases if base / name not in dirs.values()]
-            run = RunCgroup(1, name, dirs, sweep, name)
+        run = self.handle(name)
         try:
             for directory in run.dirs.values():
                 directory.mkdir()

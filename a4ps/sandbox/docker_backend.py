@@ -15,13 +15,14 @@ from typing import Any
 
 from a4ps.config.schema import Sandbox
 from a4ps.sandbox.backend_base import (
-    GVISOR_HOST_PIDS,
+    gvisor_host_pids,
     SANDBOX_GID,
     SANDBOX_UID,
     RunPaths,
     SandboxBackend,
     decode_output,
 )
+from a4ps.sandbox.errors import SandboxFailure
 from a4ps.sandbox.execution_result import ExecutionResult, KillReason
 from a4ps.sandbox.guest_payload import GUEST_ARGV, GUEST_ENV, GUEST_INPUT_DIR, GUEST_SCRATCH_DIR
 
@@ -45,16 +46,18 @@ class DockerBackend(SandboxBackend):
     def prerequisites(self) -> str | None:
         try:
             import docker
+            import requests
         except ImportError:
             return "docker SDK not installed"
+        failures = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
         try:
             client = docker.from_env(timeout=_PING_TIMEOUT_S)
             client.ping()
-        except Exception as exc:  # the SDK raises DockerException, requests and socket errors alike
+        except failures as exc:
             return f"no Docker engine answers ({type(exc).__name__}: {str(exc)[:160]})"
         try:
             runtimes = client.info().get("Runtimes") or {}
-        except Exception as exc:
+        except failures as exc:
             return f"Docker engine info failed: {exc}"
         if _RUNTIME not in runtimes:
             return f"Docker engine has no '{_RUNTIME}' runtime (have: {', '.join(sorted(runtimes)) or 'none'})"
@@ -64,14 +67,16 @@ class DockerBackend(SandboxBackend):
 
     def _ensure_image(self) -> str | None:
         import docker
+        import requests
 
+        failures = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
         image = self.settings.docker_image
         try:
             self._client.images.get(image)
             return None
         except docker.errors.ImageNotFound:
             pass
-        except Exception as exc:
+        except failures as exc:
             return f"cannot inspect image {image}: {exc}"
         dockerfile = self.assets_dir / "Dockerfile"
         if not dockerfile.is_file():
@@ -79,7 +84,7 @@ class DockerBackend(SandboxBackend):
         log.info("building sandbox image %s from %s (first use)", image, dockerfile)
         try:
             self._client.images.build(path=str(self.assets_dir), dockerfile="Dockerfile", tag=image, rm=True, pull=True)
-        except Exception as exc:
+        except failures as exc:
             return f"building image {image} failed: {exc}"
         return None
 
@@ -110,9 +115,8 @@ class DockerBackend(SandboxBackend):
             "volumes": {str(stage_dir): {"bind": GUEST_INPUT_DIR, "mode": "ro"}},
             "mem_limit": limits.memory_bytes,
             "memswap_limit": limits.memory_bytes,
-            "mem_swappiness": 0,
             "nano_cpus": int(limits.cpu_quota * 1_000_000_000),
-            "pids_limit": GVISOR_HOST_PIDS,
+            "pids_limit": gvisor_host_pids(limits.pids),
             "ulimits": [
                 Ulimit(name="nproc", soft=limits.pids, hard=limits.pids),
                 Ulimit(name="nofile", soft=limits.nofile, hard=limits.nofile),
@@ -130,7 +134,26 @@ class DockerBackend(SandboxBackend):
             "detach": True,
         }
 
+    def reap_stale(self, run_id: str) -> None:
+        import docker
+
+        try:
+            self._client.containers.get(f"a4ps-{run_id}").remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
     def execute(self, run_id: str, paths: RunPaths, timeout_s: float) -> ExecutionResult:
+        import docker
+
+        try:
+            return self._execute(run_id, paths, timeout_s)
+        except docker.errors.DockerException as exc:
+            raise SandboxFailure(f"docker run {run_id} failed: {exc}") from exc
+
+    def _execute(self, run_id: str, paths: RunPaths, timeout_s: float) -> ExecutionResult:
+        import docker
+        import requests
+
         started = time.monotonic()
         container = self._client.containers.create(**self.container_kwargs(run_id, paths.stage_dir))
         limit = self.limits.output_limit
@@ -146,7 +169,7 @@ class DockerBackend(SandboxBackend):
                 reason.append(why)
             try:
                 container.kill()
-            except Exception as exc:  # already exited between the check and the kill
+            except docker.errors.APIError as exc:  # already exited between the check and the kill
                 log.debug("docker kill %s: %s", run_id, exc)
 
         try:
@@ -171,7 +194,7 @@ class DockerBackend(SandboxBackend):
             exit_code: int | None = None
             try:
                 exit_code = container.wait(timeout=timeout_s)["StatusCode"]
-            except Exception:  # requests' ReadTimeout/ConnectionError when the wait runs out
+            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):  # wait ran out
                 kill(KillReason.TIMEOUT)
                 exit_code = container.wait(timeout=_API_TIMEOUT_S)["StatusCode"]
             reader.join(_READER_JOIN_S)
@@ -182,7 +205,7 @@ class DockerBackend(SandboxBackend):
         finally:
             try:
                 container.remove(force=True)
-            except Exception as exc:
+            except docker.errors.APIError as exc:
                 log.warning("docker remove %s failed: %s", run_id, exc)
         return ExecutionResult(
             backend=self.name,

@@ -8,7 +8,9 @@ deliberately no plain-subprocess fallback.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
 import threading
 import uuid
@@ -34,6 +36,16 @@ _BACKEND_CLASSES: dict[str, type[SandboxBackend]] = {
 }
 _PROBE_MARKER = "a4ps-sandbox-probe-ok"
 _PROBE_TIMEOUT_S = 30.0
+_OWNER_FILE = "owner.json"
+
+
+def _process_start(pid: int) -> str | None:
+    """Kernel start time of a process (tells a live owner from a reused pid), or None if gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
 
 
 class SecureCodeExecutor:
@@ -94,7 +106,8 @@ class SecureCodeExecutor:
                 if reason is None:
                     self._selected = self._backend(name)
                     why = "; ".join(rejected) if rejected else "strongest available" if wanted == "auto" else "configured"
-                    log.info("sandbox backend: %s (%s) — %s", name, self._selected.describe(), why)
+                    log.info("sandbox backend: %s — %s", self._selected.describe(), why)
+                    self._reap_stale_runs()
                     return name
                 rejected.append(f"{name} unavailable: {reason}")
                 log.info("sandbox backend %s unavailable: %s", name, reason)
@@ -102,9 +115,37 @@ class SecureCodeExecutor:
                 f"no sandbox backend available for backend={wanted!r}: " + "; ".join(rejected)
             )
 
+    def _reap_stale_runs(self) -> None:
+        """Tear down runs whose host process died mid-run (their run dir and owner file remain)."""
+        runs = self._work_dir / "runs"
+        if not runs.is_dir():
+            return
+        for run_dir in runs.iterdir():
+            try:
+                owner = json.loads((run_dir / _OWNER_FILE).read_text())
+            except (OSError, ValueError):
+                continue  # being set up right now, or not ours
+            if _process_start(owner["pid"]) == owner["start"]:
+                continue  # its owner is alive (another executor, maybe another process)
+            name = owner.get("backend")
+            if name in _BACKEND_CLASSES and self._verdict(name) is None:
+                try:
+                    self._backend(name).reap_stale(run_dir.name)
+                except (OSError, SandboxFailure) as exc:
+                    log.warning("could not reap stale sandbox run %s (%s): %s", run_dir.name, name, exc)
+                    continue
+                log.info("reaped stale sandbox run %s (%s) left by dead pid %s", run_dir.name, name, owner["pid"])
+            shutil.rmtree(run_dir, ignore_errors=True)
+
     @property
     def backend_name(self) -> str:
         return self.select_backend()
+
+    def backend_description(self) -> str:
+        """The selected backend and the isolation it has here (e.g. which cgroup version), for logs/UI."""
+        self.select_backend()
+        assert self._selected is not None
+        return self._selected.describe()
 
     def run_python(
         self,
@@ -116,7 +157,8 @@ class SecureCodeExecutor:
     ) -> ExecutionResult:
         """Run `source` as __main__ in a fresh sandbox; `files` are placed beside it in the scratch dir.
 
-        Raises SandboxUnavailable when no backend can run here, ValueError for a bad file name.
+        Raises SandboxUnavailable when no backend can run here, ValueError for a bad file name,
+        SandboxFailure when the sandbox itself (not the guest) broke.
         """
         self.select_backend()
         assert self._selected is not None
@@ -138,9 +180,14 @@ class SecureCodeExecutor:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         run_dir.mkdir(mode=0o755)
         try:
+            owner = {"pid": os.getpid(), "start": _process_start(os.getpid()), "backend": backend.name}
+            (run_dir / _OWNER_FILE).write_text(json.dumps(owner))
             paths = RunPaths(run_dir=run_dir, stage_dir=run_dir / "input")
             stage_inputs(paths.stage_dir, source, files, stdin)
-            result = backend.execute(run_id, paths, timeout_s)
+            try:
+                result = backend.execute(run_id, paths, timeout_s)
+            except OSError as exc:
+                raise SandboxFailure(f"{backend.name} run {run_id} failed: {exc}") from exc
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
         if result.killed:

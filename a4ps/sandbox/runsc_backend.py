@@ -16,7 +16,7 @@ from typing import Any
 
 from a4ps.config.schema import Sandbox
 from a4ps.sandbox.backend_base import (
-    GVISOR_HOST_PIDS,
+    gvisor_host_pids,
     SANDBOX_GID,
     SANDBOX_UID,
     SYSTEM_PATH,
@@ -25,12 +25,14 @@ from a4ps.sandbox.backend_base import (
     decode_output,
     find_binary,
     is_root,
+    run_cgroup_name,
 )
 from a4ps.sandbox.bounded_process import run_bounded
 from a4ps.sandbox.cgroup_limits import CgroupLimits, CgroupManager, RunCgroup
 from a4ps.sandbox.execution_result import ExecutionResult, KillReason
 from a4ps.sandbox.guest_payload import GUEST_ARGV, GUEST_ENV, GUEST_INPUT_DIR, GUEST_SCRATCH_DIR
 from a4ps.sandbox.guest_rootfs import GuestRootfs
+from a4ps.sandbox.seccomp_filter import UnsupportedArchitecture, oci_seccomp_profile
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,10 @@ class RunscBackend(SandboxBackend):
             return "runsc not found (install gVisor: .ci/install_sandbox.sh)"
         if not is_root():
             return "runsc needs root (rootless gVisor cannot apply cgroup limits)"
+        try:
+            oci_seccomp_profile()
+        except UnsupportedArchitecture as exc:
+            return str(exc)
         self._cgroups, self._cgroup_note = CgroupManager.detect()
         if self._cgroups is None:
             return f"runsc needs writable cgroups for its limits: {self._cgroup_note}"
@@ -68,7 +74,7 @@ class RunscBackend(SandboxBackend):
         return f"runsc (gVisor ptrace, {self._cgroup_note})"
 
     def _global_flags(self) -> list[str]:
-        return [self._runsc, "--root", str(self._state_dir), "--network=none", "--platform=ptrace", "--host-uds=none"]
+        return [self._runsc, "--root", str(self._state_dir), "--network=none", "--platform=ptrace", "--host-uds=none", "--oci-seccomp"]
 
     def oci_config(self, rootfs: Path, stage_dir: Path, cgroups_path: str) -> dict[str, Any]:
         """The OCI runtime spec for one run (read-only root, tmpfs scratch, no caps, uid 1000)."""
@@ -112,9 +118,10 @@ class RunscBackend(SandboxBackend):
                 "resources": {
                     "memory": {"limit": limits.memory_bytes, "swap": limits.memory_bytes},
                     "cpu": {"quota": int(limits.cpu_quota * _CPU_PERIOD_US), "period": _CPU_PERIOD_US},
-                    "pids": {"limit": GVISOR_HOST_PIDS},
+                    "pids": {"limit": gvisor_host_pids(limits.pids)},
                 },
                 "cgroupsPath": cgroups_path,
+                "seccomp": oci_seccomp_profile(),
             },
         }
 
@@ -136,8 +143,8 @@ class RunscBackend(SandboxBackend):
         cgroup: RunCgroup | None = None
         try:
             cgroup = self._cgroups.create(
-                f"a4ps-sbx-{run_id}",
-                CgroupLimits(self.limits.memory_bytes, self.limits.cpu_quota, GVISOR_HOST_PIDS),
+                run_cgroup_name(run_id),
+                CgroupLimits(self.limits.memory_bytes, self.limits.cpu_quota, gvisor_host_pids(self.limits.pids)),
             )
             bundle = paths.run_dir / "bundle"
             bundle.mkdir(mode=0o700)
@@ -174,6 +181,12 @@ class RunscBackend(SandboxBackend):
             )
         finally:
             self._teardown(container_id, cgroup)
+
+    def reap_stale(self, run_id: str) -> None:
+        assert self._cgroups is not None, "prerequisites() must pass first"
+        container_id = f"a4ps-{run_id}"
+        self._control("kill", "--all", container_id, "KILL")  # still running: nobody waits on it
+        self._teardown(container_id, self._cgroups.handle(run_cgroup_name(run_id)))
 
     def _teardown(self, container_id: str, cgroup: RunCgroup | None) -> None:
         """Kill and force-delete the container, then remove its cgroup; each step runs even if one fails."""

@@ -92,17 +92,65 @@ class UnsupportedArchitecture(RuntimeError):
     """No syscall table for this machine, so no filter can be built."""
 
 
+def _machine(machine: str | None) -> str:
+    machine = machine or platform.machine()
+    if machine == "arm64":
+        machine = "aarch64"
+    if machine not in _ABI:
+        raise UnsupportedArchitecture(f"no seccomp syscall table for {machine}")
+    return machine
+
+
+def oci_seccomp_profile(machine: str | None = None) -> dict:
+    """The same policy as an OCI `linux.seccomp` section, for runsc --oci-seccomp (enforced by gVisor).
+
+    gVisor answers every SCMP_ACT_ERRNO with EPERM whatever errnoRet says, which would stop libc
+    falling back from clone3 to clone (posix_spawn, os.system); clone3 is therefore left out here,
+    as gVisor itself answers clone3 with ENOSYS.
+    """
+    machine = _machine(machine)
+    arch = {"x86_64": "SCMP_ARCH_X86_64", "aarch64": "SCMP_ARCH_AARCH64"}[machine]
+    flags = [1 << bit for bit in range(32) if _CLONE_NAMESPACE_FLAGS & (1 << bit)]
+    return {
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": [arch],
+        "syscalls": [
+            {"names": sorted(_DENIED[machine]), "action": "SCMP_ACT_ERRNO", "errnoRet": errno.EPERM},
+            {
+                "names": ["socket"],
+                "action": "SCMP_ACT_ERRNO",
+                "errnoRet": errno.EPERM,
+                "args": [{"index": 0, "value": _AF_UNIX, "op": "SCMP_CMP_NE"}],
+            },
+            *(
+                {
+                    "names": ["ioctl"],
+                    "action": "SCMP_ACT_ERRNO",
+                    "errnoRet": errno.EPERM,
+                    "args": [{"index": 1, "value": request, "op": "SCMP_CMP_EQ"}],
+                }
+                for request in (_TIOCSTI, _TIOCLINUX)
+            ),
+            *(
+                {
+                    "names": ["clone"],
+                    "action": "SCMP_ACT_ERRNO",
+                    "errnoRet": errno.EPERM,
+                    "args": [{"index": 0, "value": flag, "valueTwo": flag, "op": "SCMP_CMP_MASKED_EQ"}],
+                }
+                for flag in flags
+            ),
+        ],
+    }
+
+
 def _ins(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
     return struct.pack("<HBBI", code, jt, jf, k)
 
 
 def build_seccomp_program(machine: str | None = None) -> bytes:
     """The filter as raw `struct sock_filter` records, ready to be read by bwrap from an fd."""
-    machine = machine or platform.machine()
-    if machine == "arm64":
-        machine = "aarch64"
-    if machine not in _ABI:
-        raise UnsupportedArchitecture(f"no seccomp syscall table for {machine}")
+    machine = _machine(machine)
     arch, nr_clone, nr_clone3, nr_socket, nr_ioctl = _ABI[machine]
     eperm = _RET_ERRNO | errno.EPERM
     enosys = _RET_ERRNO | errno.ENOSYS

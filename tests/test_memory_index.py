@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import threading
 import time
 
 import numpy as np
@@ -141,3 +142,24 @@ def test_failed_build_is_reported_and_search_still_works(tmp_path, embedder, cap
     failed_worker = store.table._worker
     store.remember_task("t-next", "one more", "summary", "plan", [])
     assert store.table._worker is failed_worker and store.stats().vector_index == "failed"
+
+
+def test_a_build_that_comes_due_during_an_optimize_still_happens(tmp_path, monkeypatch):
+    table = MemoryTable(tmp_path, memory_settings(index_threshold_rows=6000), "synthetic", 384)
+    table.optimize_every_writes = 1  # the first write starts an optimize...
+    gate = threading.Event()
+    real_optimize = table._optimize
+
+    def held_optimize(handle):  # ...which is held open until the threshold has been crossed
+        assert gate.wait(60)
+        real_optimize(handle)
+
+    monkeypatch.setattr(table, "_optimize", held_optimize)
+    rows, vectors = synthetic_rows(7500, 384, seed=3)
+    for start in range(0, 7500, 2500):
+        table.add(_to_arrow(rows[start:start + 2500], vectors[start:start + 2500], 384))
+    assert table.index_state().vector_index == "none" and table.index_state().busy == "optimizing"
+    gate.set()
+    assert table.wait_idle(90)
+    state = table.index_state()
+    assert state.vector_index == "ready" and state.indexed_rows == 7500

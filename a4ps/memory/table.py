@@ -144,6 +144,7 @@ class MemoryTable:
         self._writes_since_optimize = 0
         self.optimize_every_writes = OPTIMIZE_EVERY_WRITES
         self._retry_build_at_rows = 0
+        self._optimize_failed = False
         self._closed = False
         self._table = self._open_or_create()
         self._has_vector_index = self._vector_index_present()
@@ -247,7 +248,8 @@ class MemoryTable:
     def maybe_schedule_upkeep(self) -> None:
         """Start the background IVF_PQ build or optimize when due; never blocks the caller."""
         with self._state_lock:
-            if self._closed or (self._worker is not None and self._worker.is_alive()):
+            worker = self._worker
+            if self._closed or (worker is not None and worker.is_alive() and worker is not threading.current_thread()):
                 return
             rows = self._table.count_rows()
             job = None
@@ -257,7 +259,7 @@ class MemoryTable:
                                                           self._retry_build_at_rows):
                 job = "build"
             elif (self._writes_since_optimize >= self.optimize_every_writes
-                  or self._unindexed_rows() >= OPTIMIZE_UNINDEXED_ROWS):
+                  or (not self._optimize_failed and self._unindexed_rows() >= OPTIMIZE_UNINDEXED_ROWS)):
                 job = "optimize"
             if job is None:
                 return
@@ -288,6 +290,8 @@ class MemoryTable:
                     log.error("memory: %s failed: %s", step, exc)
                     with self._state_lock:
                         self._error = f"{step}: {exc}"
+                        # A failed optimize waits for optimize_every_writes writes before trying again.
+                        self._optimize_failed = step == "optimize"
                         if step == "build":
                             # Try again once the table has grown by a tenth of the threshold.
                             self._retry_build_at_rows = (table.count_rows()
@@ -296,6 +300,8 @@ class MemoryTable:
         finally:
             with self._state_lock:
                 self._busy = ""
+        # A build may have come due while this job ran (writes skip scheduling while one runs).
+        self.maybe_schedule_upkeep()
 
     def _build_index(self, table) -> None:
         from lancedb.index import IvfPq
@@ -332,6 +338,7 @@ class MemoryTable:
             self._writes_since_optimize = 0
         table.optimize(cleanup_older_than=KEEP_VERSIONS)
         with self._state_lock:
+            self._optimize_failed = False
             if self._error.startswith("optimize"):
                 self._error = ""
         log.info("memory: optimized table %s in %.1f s", self.name, time.monotonic() - started)
@@ -372,12 +379,17 @@ class MemoryTable:
                            last_build_s=state.last_build_s, error=state.error)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait for the background upkeep to finish; False on timeout."""
-        worker = self._worker
-        if worker is not None:
-            worker.join(timeout)
-            return not worker.is_alive()
-        return True
+        """Wait for the background upkeep (and any job it chained) to finish; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            worker = self._worker
+            if worker is None:
+                return True
+            worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                return False
+            if self._worker is worker:
+                return True
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop scheduling upkeep and give a running job ``timeout`` seconds (a killed build is safe)."""

@@ -24,5 +24,7 @@ else
     $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-command -v runsc >/dev/null && runsc --version | head -n 1
-command -v bwrap >/dev/null && bwrap --version
+# Verify (and report) what the sandbox will use; read whole outputs so no pipe is cut short.
+runsc_version="$(runsc --version)"
+echo "${runsc_version%%$'\n'*}"
+bwrap --version

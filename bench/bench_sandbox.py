@@ -4,7 +4,10 @@ For a trivial guest (`print(...)`), each backend is timed end to end through
 SecureCodeExecutor.run_python (staging, sandbox start, cgroup setup and teardown included). The
 overhead is that median minus the median start of the bare interpreter, i.e. what isolation adds.
 Targets: bwrap overhead <= 80 ms, runsc overhead <= 400 ms.
-Last line: one JSON object.  Usage: .venv/bin/python bench/bench_sandbox.py [--runs N] [--backends a,b]
+Then one forge round on the embedded model (BRICK writes a tool, its tests run in the sandbox):
+time split into writing (model) and testing (sandbox), and whether it passed.
+Last line: one JSON object.
+Usage: .venv/bin/python bench/bench_sandbox.py [--runs N] [--backends a,b] [--no-forge] [--forge-spec TEXT]
 """
 
 from __future__ import annotations
@@ -111,10 +114,47 @@ def print_sandbox(report: dict) -> None:
             )
 
 
+def bench_forge(spec: str, retries: int) -> dict:
+    """One forge request end to end on the embedded model, in a throwaway data dir."""
+    from a4ps.backend.compose import build_forge
+    from a4ps.config import load_codex
+    from a4ps.events import EventBus
+    from a4ps.models import ModelManager
+    from a4ps.models.embedded import EmbeddedProvider
+    from a4ps.protos import ProtoManager
+
+    settings = load_settings()
+    settings.forge.max_retries = retries
+    codex = load_codex()
+    models = ModelManager(EmbeddedProvider(settings.models.embedded))
+    models.provider.load()
+    with tempfile.TemporaryDirectory(prefix="a4ps-bench-forge-") as data_dir:
+        settings.data_dir = data_dir
+        forge = build_forge(settings, codex, models, ProtoManager.from_codex(codex, "embedded"), EventBus())
+        forge.runner.executor.select_backend()
+        started = time.perf_counter()
+        outcome = forge.forge(spec)
+        wall_s = time.perf_counter() - started
+    models.unload()
+    sandbox_ms = sum(a.get("validation", {}).get("wall_ms", 0.0) for a in outcome.attempts)
+    return {"spec": spec, "ok": outcome.ok, "attempts": len(outcome.attempts), "wall_s": round(wall_s, 3),
+            "sandbox_s": round(sandbox_ms / 1000, 3), "model_and_checks_s": round(wall_s - sandbox_ms / 1000, 3),
+            "tool": outcome.tool.signature if outcome.tool else None, "error": outcome.error[:300]}
+
+
+def print_forge(report: dict) -> None:
+    print(f"forge round        : {'passed' if report['ok'] else 'failed'} after {report['attempts']} attempt(s) "
+          f"in {report['wall_s']:.1f} s (sandbox {report['sandbox_s']:.2f} s, model {report['model_and_checks_s']:.1f} s)")
+    print(f"                     {report['tool'] or report['error']}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--backends", default=",".join(BACKEND_ORDER))
+    parser.add_argument("--no-forge", action="store_true", help="skip the forge round on the embedded model")
+    parser.add_argument("--forge-spec", default="return the sum of the squares of a list of integers")
+    parser.add_argument("--forge-retries", type=int, default=3)
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     unknown = set(backends) - set(BACKEND_ORDER)
@@ -122,7 +162,10 @@ def main() -> int:
         parser.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
     sandbox = bench_sandbox(args.runs, backends)
     print_sandbox(sandbox)
-    print(json.dumps({"sandbox": sandbox}))
+    forge = None if args.no_forge else bench_forge(args.forge_spec, args.forge_retries)
+    if forge:
+        print_forge(forge)
+    print(json.dumps({"sandbox": sandbox, "forge": forge}))
     return 0
 
 

@@ -24,7 +24,7 @@ from tests.support.ollama_standin import OllamaStandIn
 GOOD = {
     "name": "word_count",
     "docstring": "Count the words in a text.",
-    "code": 'import re\n\ndef word_count(text: str) -> int:\n    """Count the words in a text."""\n'
+    "code": 'def word_count(text: str) -> int:\n    """Count the words in a text."""\n    import re\n\n'
             '    return len(re.findall(r"\\S+", text))\n',
     "tests": "def test_simple():\n    assert word_count('a b c') == 3\n\ndef test_empty():\n    assert word_count('') == 0\n",
 }
@@ -58,6 +58,8 @@ def test_static_checks():
         check_tool("word_count", SIDE_EFFECT["code"], GOOD["tests"])
     with pytest.raises(ToolCheckError, match="imports 'os'"):
         check_tool("word_count", "import os\n" + GOOD["code"], GOOD["tests"])
+    with pytest.raises(ToolCheckError, match="imports 'subprocess'"):
+        check_tool("word_count", GOOD["code"].replace("import re", "import subprocess, re"), GOOD["tests"])
     with pytest.raises(ToolCheckError, match="decorators"):
         check_tool("f", "import functools\n@functools.cache\ndef f(x):\n    'doc'\n    return x\n", "def test_a():\n    f(1)\n")
     with pytest.raises(ToolCheckError, match="default values"):
@@ -119,7 +121,7 @@ def test_gives_up_after_max_retries(tmp_path):
 def test_tool_code_runs_only_in_the_sandbox(tmp_path):
     marker = tmp_path / "host-marker"
     sneaky = {"name": "sneaky", "docstring": "Writes a file.",
-              "code": "import json\n\ndef sneaky(path: str) -> str:\n    'Writes a file.'\n"
+              "code": "def sneaky(path: str) -> str:\n    'Writes a file.'\n"
                       "    with open(path, 'w') as f:\n        f.write('x')\n    return path\n",
               "tests": "def test_tmp():\n    assert sneaky('/tmp/ok.txt') == '/tmp/ok.txt'\n"}
     forge, server = scripted_forge(tmp_path, [sneaky])

@@ -75,6 +75,9 @@ def check_tool(name: str, code: str, tests: str) -> CheckedTool:
     if len(functions) != 1:
         raise ToolCheckError(f"the code must define exactly one top-level function, found {len(functions)}")
     function = functions[0]
+    for inner in ast.walk(function):
+        if isinstance(inner, (ast.Import, ast.ImportFrom)):
+            _check_import(inner, "the code")
     if function.name != name:
         raise ToolCheckError(f"the function is named {function.name!r} but the tool is named {name!r}")
     docstring = ast.get_docstring(function) or ""
@@ -88,6 +91,9 @@ def check_tool(name: str, code: str, tests: str) -> CheckedTool:
             _check_import(node, "the tests")
         elif isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
             _check_function(node, "the tests")
+            for inner in ast.walk(node):
+                if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                    _check_import(inner, "the tests")
             test_names.append(node.name)
         elif not _is_docstring(node):
             raise ToolCheckError(f"the tests have a top-level {type(node).__name__} at line {node.lineno}; "

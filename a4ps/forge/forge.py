@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from a4ps.config.schema import Codex
+from a4ps.config.templates import render
 from a4ps.events import EventBus
 from a4ps.forge import schemas
 from a4ps.forge.checks import ToolCheckError, check_tool
@@ -95,7 +96,7 @@ class ToolForge:
     # --- forging ---------------------------------------------------------------------------------
     def _ask(self, spec: str, feedback: str, on_token: Callable[[str], None] | None) -> tuple[dict, str]:
         proto = self._protos.get(FORGING_PERSONA)
-        prompt = self._codex.prompts.forge.replace("{spec}", spec).replace("{feedback}", feedback)
+        prompt = render(self._codex.prompts.forge, spec=spec, feedback=feedback)
         result = self._models.chat(
             [{"role": "system", "content": proto.system_prompt}, {"role": "user", "content": prompt}],
             model=proto.model, schema=schemas.TOOL, on_token=on_token, stream_field="code",

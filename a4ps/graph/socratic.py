@@ -10,6 +10,7 @@ from typing import Annotated, Any, Callable, Protocol, TypedDict
 from langgraph.graph import END, START, StateGraph
 
 from a4ps.config.schema import Codex, Graph
+from a4ps.config.templates import render
 from a4ps.events import EventBus
 from a4ps.graph import schemas
 from a4ps.graph.voice import TaskCancelled, Voices
@@ -73,13 +74,6 @@ def _tool_results_text(results: list[dict]) -> str:
     return "\nTool results:\n" + "\n".join(f"- {r['summary']}" for r in results[-3:]) + "\n"
 
 
-class _Fill(dict):
-    """Template values; an unknown {name} in a codex prompt stays as written instead of failing."""
-
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
-
-
 class SocraticGraph:
     """Builds and runs the compiled graph for one task at a time."""
 
@@ -105,7 +99,8 @@ class SocraticGraph:
         self._recall = recall
 
     def _fill(self, template: str, state: DialogueState) -> str:
-        return template.format_map(_Fill(
+        return render(
+            template,
             task=state.get("task", ""),
             plan=state.get("plan", ""),
             memories=state.get("memories") or "(none)",
@@ -113,7 +108,7 @@ class SocraticGraph:
             tool_results=_tool_results_text(state.get("tool_results", [])),
             turn=state.get("turn", 0) + 1,
             tools=_tools_text(self._workshop.usable_tools() if self._workshop else []),
-        ))
+        )
 
     def _say(self, persona: str, node: str, template: str, schema: dict, state: DialogueState, turn: int) -> dict:
         return self._voices.speak(persona, self._fill(template, {**state, "turn": turn - 1}), schema,

@@ -8,6 +8,7 @@ by token while it is generated; it never decides anything.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import jsonschema
@@ -42,8 +43,9 @@ def parse_and_validate(text: str, schema: dict) -> dict:
 
 
 class _BoundedSchemaConverter(llama_grammar.SchemaConverter):
-    """Tighter grammar than llama.cpp's converter: numbers in [0, 1], small int ranges, and string
-    lengths as one bounded repetition (the stock converter nests maxLength into a huge rule)."""
+    """Tighter grammar than llama.cpp's converter: numbers in [0, 1], small int ranges, string
+    lengths as one bounded repetition (the stock converter nests maxLength into a huge rule), and
+    strings whose pattern only fixes a literal start ("^def ")."""
 
     def visit(self, schema, name):  # noqa: D102 - same contract as the parent
         kind = schema.get("type") if isinstance(schema, dict) else None
@@ -55,6 +57,12 @@ class _BoundedSchemaConverter(llama_grammar.SchemaConverter):
             if 0 <= high - low <= 200:
                 alternatives = " | ".join(f'"{n}"' for n in range(high, low - 1, -1))
                 return self._add_rule(rule_name, f"({alternatives}) space")
+        prefix = _literal_prefix(schema.get("pattern", "")) if kind == "string" else None
+        if prefix and "maxLength" in schema:  # "^def " and the like: the literal, then free text
+            char = self._add_rule("char", _CHAR_RULE)
+            rest_low = max(0, int(schema.get("minLength", 0)) - len(prefix))
+            rest_high = int(schema["maxLength"]) - len(prefix)
+            return self._add_rule(rule_name, f'"\\"" "{prefix}" {char}{{{rest_low},{rest_high}}} "\\"" space')
         if kind == "string" and "maxLength" in schema and "pattern" not in schema and "format" not in schema:
             char = self._add_rule("char", _CHAR_RULE)
             low, high = int(schema.get("minLength", 0)), int(schema["maxLength"])
@@ -64,6 +72,12 @@ class _BoundedSchemaConverter(llama_grammar.SchemaConverter):
                 body = f"{char}{{{low},{high}}}"
             return self._add_rule(rule_name, f'"\\"" {body} "\\"" space')
         return super().visit(schema, name)
+
+
+def _literal_prefix(pattern: str) -> str | None:
+    """'^def ' -> 'def ': a pattern that only fixes how the string starts (letters, digits, _ and spaces)."""
+    match = re.fullmatch(r"\^([A-Za-z0-9_ ]+)", pattern)
+    return match.group(1) if match else None
 
 
 def schema_to_gbnf(schema: dict) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
+import re
 import threading
 import time
 
@@ -126,7 +127,7 @@ def test_failed_build_is_reported_and_search_still_works(tmp_path, embedder, cap
     store = MemoryStore(tmp_path, memory_settings(index_threshold_rows=256), embedder)
     texts = sentences(300)
     # 384 dims cannot be split into 7 PQ sub-vectors: LanceDB itself refuses the build.
-    monkeypatch.setattr(table_module, "ivf_pq_shape", lambda rows, dim: (4, 7))
+    monkeypatch.setattr(table_module, "ivf_pq_shape", lambda rows, dim: (256, 7))
     for e in range(43):  # 6 rows each: the 43rd episode reaches 258 rows and starts the build
         chunk = texts[e * 7:(e + 1) * 7]
         store.remember_task(f"t{e}", chunk[0], chunk[1], chunk[2],
@@ -163,3 +164,26 @@ def test_a_build_that_comes_due_during_an_optimize_still_happens(tmp_path, monke
     assert table.wait_idle(90)
     state = table.index_state()
     assert state.vector_index == "ready" and state.indexed_rows == 7500
+
+
+def _comparisons_at_one_probe(table: MemoryTable, vector: np.ndarray) -> float:
+    """How many PQ codes one probed partition holds, read from LanceDB's analyzed query plan."""
+    plan = (table._table.search(vector).distance_type("cosine").limit(3).nprobes(1)
+            .select(["id", "_distance"]).analyze_plan())
+    match = re.search(r"ANNSubIndex:.*?index_comparisons=([\d.]+)\s*(K?)", plan)
+    assert match, plan
+    return float(match.group(1)) * (1000 if match.group(2) else 1)
+
+
+def test_index_keeps_its_partitions_through_optimize(tmp_path):
+    """A regression guard: built with a partition count, LanceDB's optimize collapsed IVF to one partition."""
+    table = MemoryTable(tmp_path, memory_settings(index_threshold_rows=10**9), "synthetic", 384)
+    rows, vectors = synthetic_rows(7000, 384, seed=4)
+    table.add(_to_arrow(rows[:6000], vectors[:6000], 384))
+    table.build_index_now()
+    assert _comparisons_at_one_probe(table, vectors[0]) < 1000
+    table.add(_to_arrow(rows[6000:], vectors[6000:], 384))
+    table._optimize(table._table)
+    state = table.index_state()
+    assert state.indexed_rows == 7000 and state.unindexed_rows == 0
+    assert _comparisons_at_one_probe(table, vectors[0]) < 1000

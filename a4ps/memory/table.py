@@ -87,21 +87,15 @@ def in_list(column: str, values: list[str]) -> str:
 
 
 def ivf_pq_shape(rows: int, dim: int) -> tuple[int, int]:
-    """(num_partitions, num_sub_vectors): ~sqrt(rows) partitions, 8 dimensions per sub-vector."""
-    partitions = max(1, min(4096, int(round(math.sqrt(rows)))))
+    """(target_partition_size, num_sub_vectors): ~sqrt(rows) partitions, 8 dimensions per sub-vector.
+
+    A target partition size, not a partition count: with ``num_partitions`` LanceDB 0.40's
+    optimize() rebuilds the index as one partition (every query then scans all PQ codes), while a
+    target size survives optimize and new rows.
+    """
+    partition_size = max(256, int(round(math.sqrt(rows))))
     sub = dim // 8 if dim % 8 == 0 else next(d for d in range(dim // 4, 0, -1) if dim % d == 0)
-    return partitions, max(1, sub)
-
-
-def reciprocal_rank_fusion(ranked_lists: list[list[dict[str, Any]]], limit: int, columns: list[str],
-                           k: int = 60) -> list[dict[str, Any]]:
-    """Fuse ranked row lists by RRF (sum of 1/(k + rank)); robust to incomparable score scales."""
-    fused: dict[str, dict[str, Any]] = {}
-    for ranked in ranked_lists:
-        for rank, row in enumerate(ranked, start=1):
-            entry = fused.setdefault(row["id"], {**{c: row.get(c) for c in columns}, "score": 0.0})
-            entry["score"] += 1.0 / (k + rank)
-    return sorted(fused.values(), key=lambda r: -r["score"])[:limit]
+    return partition_size, max(1, sub)
 
 
 @dataclass(frozen=True)
@@ -307,9 +301,9 @@ class MemoryTable:
         from lancedb.index import IvfPq
 
         rows = table.count_rows()
-        partitions, sub_vectors = ivf_pq_shape(rows, self.dim)
-        log.info("memory: building IVF_PQ index over %d rows (%d partitions, %d sub-vectors); "
-                 "search stays exact meanwhile", rows, partitions, sub_vectors)
+        partition_size, sub_vectors = ivf_pq_shape(rows, self.dim)
+        log.info("memory: building IVF_PQ index over %d rows (~%d partitions of %d, %d sub-vectors); "
+                 "search stays exact meanwhile", rows, max(1, rows // partition_size), partition_size, sub_vectors)
         started = time.monotonic()
         done = threading.Event()
 
@@ -320,7 +314,7 @@ class MemoryTable:
         ticker = threading.Thread(target=progress, name="hmem-build-progress", daemon=True)
         ticker.start()
         try:
-            table.create_index("vector", config=IvfPq(distance_type="cosine", num_partitions=partitions,
+            table.create_index("vector", config=IvfPq(distance_type="cosine", target_partition_size=partition_size,
                                                       num_sub_vectors=sub_vectors), name=VECTOR_INDEX)
         finally:
             done.set()

@@ -98,6 +98,17 @@ def ivf_pq_shape(rows: int, dim: int) -> tuple[int, int]:
     return partition_size, max(1, sub)
 
 
+def reciprocal_rank_fusion(ranked_lists: list[list[dict[str, Any]]], limit: int, columns: list[str],
+                           k: int = 60) -> list[dict[str, Any]]:
+    """Fuse ranked row lists by RRF (sum of 1/(k + rank)); robust to incomparable score scales."""
+    fused: dict[str, dict[str, Any]] = {}
+    for ranked in ranked_lists:
+        for rank, row in enumerate(ranked, start=1):
+            entry = fused.setdefault(row["id"], {**{c: row.get(c) for c in columns}, "score": 0.0})
+            entry["score"] += 1.0 / (k + rank)
+    return sorted(fused.values(), key=lambda r: -r["score"])[:limit]
+
+
 @dataclass(frozen=True)
 class IndexState:
     """What the background upkeep is doing and what the vector index covers."""

@@ -161,21 +161,23 @@ class SocraticGraph:
         outcome = self._workshop.forge(request.get("spec", ""), on_token=on_token, cancel=self._cancel)
         if self._cancel.is_set():
             raise TaskCancelled()
-        self._bus.publish("utterance", task_id=task_id, persona="BRICK", node="tool_forge", turn=turn,
-                          text=outcome.summary, data={"ok": outcome.ok})
         return {"tool_request": None, "forges": state.get("forges", 0) + 1,
-                "tool_results": [{"kind": "forge", "ok": outcome.ok, "summary": outcome.summary}],
-                "dialogue": [{"persona": "BRICK", "node": "tool_forge", "turn": turn, "text": outcome.summary}]}
+                **self._tool_round("tool_forge", "forge", outcome, state)}
 
     def tool_call(self, state: DialogueState) -> dict:
         """Run one registered tool in the sandbox; its result joins the dialogue."""
-        call, turn, task_id = state["tool_call"] or {}, state["turn"], state["task_id"]
+        call = state["tool_call"] or {}
         outcome = self._workshop.call(call.get("name", ""), call.get("arguments", {}))
-        self._bus.publish("utterance", task_id=task_id, persona="BRICK", node="tool_call", turn=turn,
-                          text=outcome.summary, data={"ok": outcome.ok})
         return {"tool_call": None, "tool_calls": state.get("tool_calls", 0) + 1,
-                "tool_results": [{"kind": "call", "ok": outcome.ok, "summary": outcome.summary}],
-                "dialogue": [{"persona": "BRICK", "node": "tool_call", "turn": turn, "text": outcome.summary}]}
+                **self._tool_round("tool_call", "call", outcome, state)}
+
+    def _tool_round(self, node: str, kind: str, outcome: Any, state: DialogueState) -> dict:
+        """A tool outcome becomes BRICK's utterance, a tool result and a line of the dialogue."""
+        turn, task_id = state["turn"], state["task_id"]
+        self._bus.publish("utterance", task_id=task_id, persona="BRICK", node=node, turn=turn,
+                          text=outcome.summary, data={"ok": outcome.ok})
+        return {"tool_results": [{"kind": kind, "ok": outcome.ok, "summary": outcome.summary}],
+                "dialogue": [{"persona": "BRICK", "node": node, "turn": turn, "text": outcome.summary}]}
 
     def alfred_synthesize(self, state: DialogueState) -> dict:
         data = self._say("ALFRED", "alfred_synthesize", self._prompts.synthesis, schemas.SYNTHESIS, state,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 
 from a4ps.config import Settings
 
@@ -13,6 +14,9 @@ log = logging.getLogger(__name__)
 def configure_kivy() -> None:
     """Kivy options that must be set before its window exists (so kivy.core.window is imported after)."""
     os.environ.setdefault("KIVY_NO_ARGS", "1")  # the a4ps CLI owns argv
+    # Mesa's software renderer: rasterize on the drawing thread. Its worker threads stall for
+    # seconds when the backend's model keeps every core busy; a real GPU ignores this.
+    os.environ.setdefault("LP_NUM_THREADS", "0")
     from kivy.config import Config
 
     from a4ps.ui.theme import WINDOW_SIZE
@@ -26,12 +30,27 @@ def configure_kivy() -> None:
 
 
 def run_ui(settings: Settings) -> int:
-    """Open the Entropic UI on the backend named in `settings.zmq`; blocks until the window closes."""
+    """Open the Entropic UI on the backend named in `settings.zmq`; blocks until the window closes.
+
+    SIGINT and SIGTERM close the window cleanly (the frame loop stops, the sockets are closed).
+    """
     configure_kivy()
+    from kivy.clock import Clock
+
     from a4ps.ui.workspace import EntropicApp
 
+    app = EntropicApp(settings)
+
+    def close(signum: int, _frame: object) -> None:
+        log.info("closing the UI (%s)", signal.Signals(signum).name)
+        Clock.schedule_once(lambda _dt: app.stop(), 0)
+
+    previous = {sig: signal.signal(sig, close) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        EntropicApp(settings).run()
+        app.run()
     except SystemExit as exc:  # Kivy exits this way when no window can be created
         return exc.code if isinstance(exc.code, int) else 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     return 0

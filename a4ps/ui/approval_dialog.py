@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Callable
 
 from kivy.clock import Clock
+from kivy.graphics import Color, RoundedRectangle
 from kivy.metrics import dp, sp
 from kivy.properties import BooleanProperty
 from kivy.uix.boxlayout import BoxLayout
@@ -53,9 +54,15 @@ def diff_colour(line: str) -> str | None:
 
 
 def _scroll_box() -> tuple[ScrollView, BoxLayout]:
-    scroll = ScrollView(do_scroll_x=False, bar_width=dp(7), scroll_type=["bars", "content"],
-                        bar_color=(0.55, 0.6, 0.7, 0.9), bar_inactive_color=(0.55, 0.6, 0.7, 0.45))
-    body = BoxLayout(orientation="vertical", size_hint_y=None, spacing=dp(6), padding=(dp(4), dp(4), dp(12), dp(4)))
+    """A scrollable column on a darker ground, so it reads as a box of its own."""
+    scroll = ScrollView(do_scroll_x=False, always_overscroll=False, scroll_wheel_distance=dp(48), bar_width=dp(7),
+                        scroll_type=["bars", "content"], bar_color=(0.55, 0.6, 0.7, 0.9),
+                        bar_inactive_color=(0.55, 0.6, 0.7, 0.45))
+    with scroll.canvas.before:
+        Color(rgba=theme.INPUT)
+        ground = RoundedRectangle(radius=[dp(6)])
+    scroll.bind(pos=lambda *_: setattr(ground, "pos", scroll.pos), size=lambda *_: setattr(ground, "size", scroll.size))
+    body = BoxLayout(orientation="vertical", size_hint_y=None, spacing=dp(6), padding=(dp(10), dp(8), dp(14), dp(8)))
     body.bind(minimum_height=body.setter("height"))
     scroll.add_widget(body)
     return scroll, body

@@ -50,10 +50,6 @@ class BackendBridge:
         self._last_seq: int | None = None
         self._stopped = False
 
-    @property
-    def connected(self) -> bool:
-        return bool(self._connected)
-
     def start(self) -> None:
         """Connect the sockets, start the worker thread and the event drain, ask for a snapshot."""
         self._subscriber = EventSubscriber(self.pub_addr)
@@ -71,12 +67,14 @@ class BackendBridge:
         if self._poll is not None:
             self._poll.cancel()
         self._queue.put(_STOP)
-        if self._thread is not None:
-            self._thread.join(self._request_timeout_s + 1)
-        if self._requester is not None:
-            self._requester.close()
         if self._subscriber is not None:
             self._subscriber.close()
+        if self._thread is not None:
+            self._thread.join(0.3)
+            if self._thread.is_alive():
+                return  # still waiting on a slow command: its socket dies with this daemon thread
+        if self._requester is not None:
+            self._requester.close()
 
     def request(self, cmd: str, callback: ReplyHandler | None = None, **args: Any) -> None:
         """Queue a command; `callback(reply)` runs on the main thread. A reply always has `ok`;

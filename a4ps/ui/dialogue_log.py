@@ -121,8 +121,9 @@ class DialogueLog(BoxLayout):
     def __init__(self, **kwargs):
         kwargs.setdefault("orientation", "vertical")
         super().__init__(**kwargs)
-        self.scroll = ScrollView(do_scroll_x=False, bar_width=dp(6), scroll_type=["bars", "content"],
-                                 bar_color=(0.55, 0.6, 0.7, 0.8), bar_inactive_color=(0.55, 0.6, 0.7, 0.3))
+        self.scroll = ScrollView(do_scroll_x=False, always_overscroll=False, scroll_wheel_distance=dp(48),
+                                 bar_width=dp(6), scroll_type=["bars", "content"], bar_color=(0.55, 0.6, 0.7, 0.8),
+                                 bar_inactive_color=(0.55, 0.6, 0.7, 0.3))
         self.body = BoxLayout(orientation="vertical", size_hint_y=None, spacing=dp(6), padding=(0, 0, dp(10), 0))
         self.body.bind(minimum_height=self.body.setter("height"))
         self.scroll.add_widget(self.body)
@@ -133,13 +134,16 @@ class DialogueLog(BoxLayout):
         self._stick = True
         self.scroll.bind(scroll_y=self._on_scroll)
         self.body.bind(height=self._follow)
+        self.scroll.bind(height=self._follow)
 
     # --- scrolling ------------------------------------------------------------------------------
     def _on_scroll(self, *_):
         self._stick = self.scroll.scroll_y <= STICK_TOLERANCE or self.body.height <= self.scroll.height
 
     def _follow(self, *_):
-        if self._stick:
+        if self.body.height <= self.scroll.height:
+            self.scroll.scroll_y = 1  # short content sits at the top
+        elif self._stick:
             self.scroll.scroll_y = 0
 
     # --- content --------------------------------------------------------------------------------
@@ -215,15 +219,3 @@ class DialogueLog(BoxLayout):
         entry = NoteEntry(text, colour_hex)
         self._add(entry)
         return entry
-
-    def transcript(self) -> str:
-        """The visible log as plain text, oldest first (for copying and for tests)."""
-        lines = []
-        for entry in reversed(self.body.children):
-            if isinstance(entry, MessageEntry):
-                lines.append(f"{entry.persona} [{entry.node} {entry.turn}]: {entry.body.strip()}")
-            elif isinstance(entry, TaskHeader):
-                lines.append(f"== {entry.task.get('text', '')} ({entry.status})")
-            else:
-                lines.append(f"-- {entry.text}")
-        return "\n".join(lines)

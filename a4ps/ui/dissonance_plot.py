@@ -77,9 +77,10 @@ class DissonancePlot(Widget):
     # --- drawing --------------------------------------------------------------------------------
     def _text(self, text: str, x: float, y: float, *, size: float = theme.FONT_SMALL, colour=theme.MUTED,
               anchor: str = "left") -> None:
-        label = CoreLabel(text=text, font_size=sp(size), color=colour)
+        label = CoreLabel(text=text, font_size=sp(size))
         label.refresh()
         texture = label.texture
+        Color(rgba=colour)
         if anchor == "center":
             x -= texture.width / 2
         elif anchor == "right":
@@ -99,6 +100,8 @@ class DissonancePlot(Widget):
         Color(rgba=theme.hex_rgba(theme.WARN_HEX, 0.8))
         ty = bottom + self.threshold * height
         Line(points=[left, ty, left + width, ty], width=1, dash_length=5, dash_offset=4)
+        self._text(f"threshold {self.threshold:.2f}", left + width, ty + dp(8), anchor="right",
+                   size=theme.FONT_SMALL - 2, colour=theme.hex_rgba(theme.WARN_HEX, 0.9))
         return left, bottom, width, height
 
     def _draw(self, *_):
@@ -118,7 +121,7 @@ class DissonancePlot(Widget):
         left, bottom, width, height = self._frame(x, y, w, h, title)
         turns = self.current_turns()
         if not turns:
-            self._text("no turn scored yet", left + width / 2, bottom + height / 2, anchor="center",
+            self._text("no turn scored yet", left + width / 2, bottom + height * 0.75, anchor="center",
                        colour=theme.FAINT)
             return
         slot = width / max(len(turns), 4)
@@ -135,7 +138,7 @@ class DissonancePlot(Widget):
         left, bottom, width, height = self._frame(x, y, w, h, "per task over time (last turn)")
         items = self.history()[-HISTORY_SPAN:]
         if not items:
-            self._text("no finished turns yet", left + width / 2, bottom + height / 2, anchor="center",
+            self._text("no scored task yet", left + width / 2, bottom + height * 0.75, anchor="center",
                        colour=theme.FAINT)
             return
         step = width / max(len(items) - 1, 1) if len(items) > 1 else 0

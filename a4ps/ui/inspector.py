@@ -24,6 +24,7 @@ def _field_label(text: str) -> Label:
     label = Label(text=text, size_hint_x=None, width=dp(120), halign="left", valign="middle",
                   color=theme.MUTED, font_size=sp(theme.FONT_BODY))
     label.bind(size=lambda *_: setattr(label, "text_size", label.size))
+    label.text_size = label.size
     return label
 
 
@@ -197,7 +198,8 @@ class ToolInspector(ModalView):
                       color=theme.TOOL, size_hint_y=None, height=dp(30), halign="left", valign="middle")
         title.bind(size=lambda *_: setattr(title, "text_size", title.size))
         panel.add_widget(title)
-        scroll = ScrollView(do_scroll_x=False, bar_width=dp(6), scroll_type=["bars", "content"])
+        scroll = ScrollView(do_scroll_x=False, always_overscroll=False, scroll_wheel_distance=dp(48), bar_width=dp(6),
+                            scroll_type=["bars", "content"])
         body = BoxLayout(orientation="vertical", size_hint_y=None, spacing=dp(6), padding=(0, 0, dp(10), 0))
         body.bind(minimum_height=body.setter("height"))
         details = KeyValueLabel()

@@ -189,6 +189,7 @@ def _line_label(**kwargs) -> Label:
     kwargs.setdefault("color", theme.TEXT)
     label = Label(**kwargs)
     label.bind(size=lambda *_: setattr(label, "text_size", label.size))
+    label.text_size = label.size
     return label
 
 
@@ -208,13 +209,11 @@ class ProtoMorph(Morph):
         top = BoxLayout(size_hint_y=None, height=dp(26), spacing=dp(6))
         self._name = _line_label(font_name=theme.BOLD_FONT, font_size=sp(theme.FONT_TITLE), height=dp(26),
                                  color=self.accent)
-        self._dot = StatusDot()
-        dot_box = BoxLayout(size_hint=(None, 1), width=dp(12))
-        dot_box.add_widget(self._dot)
+        self._dot = StatusDot(pos_hint={"center_y": 0.5})
         self._status = _line_label(font_size=sp(theme.FONT_SMALL), size_hint_x=None, width=dp(70), height=dp(26),
                                    color=theme.MUTED)
         top.add_widget(self._name)
-        top.add_widget(dot_box)
+        top.add_widget(self._dot)
         top.add_widget(self._status)
         self._role = _line_label(font_size=sp(theme.FONT_SMALL), color=theme.MUTED)
         self._model = _line_label(font_name=theme.MONO_FONT, font_size=sp(theme.FONT_SMALL))
@@ -336,7 +335,7 @@ class MorphCanvas(Widget):
             morph.bind(on_tap=lambda m: self._on_tool_tap(m.name), on_context=lambda m: self._on_tool_tap(m.name),
                        on_drag_end=self._remember)
             self.tools[name] = morph
-            self._place(morph, self._tool_home(len(self.tools) - 1))
+            self._place(morph, self._tool_home(len(self.tools) - 1, morph.size))
         else:
             morph.update(tool)
         return morph
@@ -347,9 +346,16 @@ class MorphCanvas(Widget):
         extra = len([n for n in self.protos if n not in PROTO_HOME]) - 1
         return (0.3 + 0.4 * (extra % 2), max(0.3, 0.62 - 0.12 * (extra // 2)))
 
-    @staticmethod
-    def _tool_home(index: int) -> tuple[float, float]:
-        return (0.02 + 0.32 * (index % 4), min(0.3, 0.02 + 0.14 * (index // 4)))
+    def _tool_home(self, index: int, size: tuple[float, float]) -> tuple[float, float]:
+        """Tools fill rows from the bottom-left, side by side while the canvas has room."""
+        gap = dp(10)
+        w, h = size
+        free_w, free_h = self.width - w, self.height - h
+        if free_w <= 0 or free_h <= 0:  # not laid out yet: a nominal three-column grid
+            return (0.5 * (index % 3), min(0.35, 0.2 * (index // 3)))
+        cols = max(1, int((self.width + gap) // (w + gap)))
+        x, y = (index % cols) * (w + gap), (index // cols) * (h + gap)
+        return (min(1.0, x / free_w), min(0.45, y / free_h))
 
     def _place(self, morph: Morph, default: tuple[float, float]) -> None:
         morph.frac = list(self.positions.get(morph.key) or default)

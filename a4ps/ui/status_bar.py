@@ -25,6 +25,7 @@ def _cell(**kwargs) -> Label:
     kwargs.setdefault("shorten_from", "right")
     label = Label(**kwargs)
     label.bind(size=lambda *_: setattr(label, "text_size", label.size))
+    label.text_size = label.size
     return label
 
 
@@ -51,33 +52,28 @@ class StatusBar(Panel):
         self.autonomy = ""
         title = _cell(text=f"[b]BAT OS[/b]  [color={theme.MUTED_HEX}]Entropic UI[/color]", size_hint_x=None,
                       width=dp(150), font_size=sp(theme.FONT_BODY + 1))
-        self.dot = StatusDot(size=(dp(11), dp(11)))
-        self.dot.size_hint_y = None
-        self.connection = _cell(size_hint_x=None, width=dp(250))
-        self.provider_label = _cell(size_hint_x=None, width=dp(200))
-        self.autonomy_label = _cell(size_hint_x=None, width=dp(210))
+        self.dot = StatusDot(size=(dp(11), dp(11)), pos_hint={"center_y": 0.5})
+        self.connection = _cell(size_hint_x=None, width=dp(330))
+        self.provider_label = _cell(size_hint_x=None, width=dp(170))
+        self.autonomy_label = _cell(size_hint_x=None, width=dp(170))
         self.log_label = _cell(color=theme.MUTED, halign="right")
         for child in (title, self.dot, self.connection, self.provider_label, self.autonomy_label, self.log_label):
             self.add_widget(child)
-        self.bind(pos=self._centre_dot, size=self._centre_dot)
         self.set_connected(None)
         self.set_provider("")
         self.set_autonomy({})
-
-    def _centre_dot(self, *_):
-        self.dot.center_y = self.center_y
 
     def set_connected(self, connected: bool | None) -> None:
         self.connected = connected
         if connected is None:
             self.dot.colour = theme.FAINT
-            text = _pair("backend", "connecting …")
+            text = _pair("backend", f"connecting to {self.backend_addr} …")
         elif connected:
             self.dot.colour = theme.GOOD
             text = _pair("backend", "connected", theme.GOOD_HEX)
         else:
             self.dot.colour = theme.BAD
-            text = _pair("backend", "offline · retrying", theme.BAD_HEX)
+            text = _pair("backend", f"offline · retrying {self.backend_addr}", theme.BAD_HEX)
         self.connection.text = text
 
     def set_provider(self, provider: str) -> None:

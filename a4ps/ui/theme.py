@@ -48,7 +48,7 @@ _FALLBACK_HEX = ("9ad77f", "c49bf2", "f2a65a", "6fd3d3", "e58f6f")
 
 STATUS_HEX = {"idle": "6b7386", "thinking": "f0b541", "speaking": "4cc38a"}
 TASK_STATUS_HEX = {"queued": "8b93a7", "running": "4f8cff", "done": "4cc38a", "failed": "ef5f67",
-                   "cancelled": "b0876a", "cancelling": "b0876a"}
+                   "cancelled": "b0876a"}
 
 
 def persona_hex(name: str) -> str:

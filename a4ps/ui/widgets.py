@@ -106,6 +106,7 @@ class WrappedLabel(Label):
         super().__init__(**kwargs)
         self.bind(width=self._wrap, texture_size=self._fit)
         self._wrap()
+        self._fit()
 
     def _wrap(self, *_):
         pad_l, _t, pad_r, _b = self.padding

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from kivy.app import App
 from kivy.core.window import Window
 from kivy.graphics import Color, Rectangle
@@ -22,10 +20,6 @@ from a4ps.ui.morphs import MorphCanvas
 from a4ps.ui.status_bar import StatusBar
 from a4ps.ui.task_box import TaskBox
 from a4ps.ui.widgets import Panel
-
-log = logging.getLogger(__name__)
-
-ACTIVE = ("running", "queued")
 
 
 def _is_number(value: object) -> bool:
@@ -49,7 +43,6 @@ class Workspace(BoxLayout):
         self.bridge = BackendBridge(settings.zmq.pub_addr, settings.zmq.rep_addr, self.handle_event,
                                     self._on_connection)
         self.tasks: dict[str, dict] = {}
-        self.current_task: str | None = None
         self.inspectors: dict[str, ProtoInspector] = {}
         self.approvals: dict[object, ApprovalDialog] = {}
         self.snapshots = 0
@@ -80,8 +73,8 @@ class Workspace(BoxLayout):
         self._handlers = {
             "state": self._on_state,
             "task": self._on_task,
-            "token": self.dialogue.add_token,
-            "utterance": self.dialogue.add_utterance,
+            "token": self._on_token,
+            "utterance": self._on_utterance,
             "proto": lambda event: self._show_proto(event.get("proto")),
             "dissonance": self._on_dissonance,
             "high_cognitive_dissonance": self._on_high_dissonance,
@@ -122,7 +115,6 @@ class Workspace(BoxLayout):
             self._show_task(task)
         current = snapshot.get("current_task")
         if isinstance(current, str):
-            self.current_task = current
             self.plot.set_current(current)
         self._refresh_stop()
 
@@ -131,6 +123,14 @@ class Workspace(BoxLayout):
             self._show_task(event)
             self._refresh_stop()
 
+    def _on_token(self, event: dict) -> None:
+        if isinstance(event.get("task_id"), str) and isinstance(event.get("text"), str):
+            self.dialogue.add_token(event)
+
+    def _on_utterance(self, event: dict) -> None:
+        if isinstance(event.get("task_id"), str):
+            self.dialogue.add_utterance(event)
+
     def _show_task(self, task: dict) -> None:
         task_id = task["task_id"]
         known = self.tasks.setdefault(task_id, {})
@@ -138,7 +138,6 @@ class Workspace(BoxLayout):
         self.dialogue.show_task(known)
         self.plot.record_task(task_id, known.get("dissonance") or [])
         if known.get("status") == "running":
-            self.current_task = task_id
             self.plot.set_current(task_id)
 
     def _show_proto(self, proto: object) -> None:
@@ -230,10 +229,15 @@ class Workspace(BoxLayout):
         inspector = self.inspectors.get(name)
         if inspector is None:
             inspector = ProtoInspector(morph.proto, on_apply=self.apply_proto)
-            inspector.bind(on_dismiss=lambda *_: self.inspectors.pop(name, None))
+            inspector.bind(on_dismiss=lambda *_: self._forget(self.inspectors, name))
             self.inspectors[name] = inspector
             inspector.open()
         return inspector
+
+    @staticmethod
+    def _forget(views: dict, key: object) -> None:
+        """on_dismiss handler; it must return None (a true value would cancel the dismissal)."""
+        views.pop(key, None)
 
     def apply_proto(self, name: str, changes: dict) -> None:
         self.bridge.request("update_proto", lambda reply: self._proto_applied(name, reply), name=name,
@@ -266,7 +270,7 @@ class Workspace(BoxLayout):
         if pid in self.approvals:
             return self.approvals[pid]
         dialog = ApprovalDialog(proposal, on_decide=self.decide_proposal)
-        dialog.bind(on_dismiss=lambda *_: self.approvals.pop(pid, None))
+        dialog.bind(on_dismiss=lambda *_: self._forget(self.approvals, pid))
         self.approvals[pid] = dialog
         dialog.open()
         self.dialogue.add_note("ALFRED proposes a codex amendment; autonomous work waits for your decision.",
@@ -284,8 +288,9 @@ class Workspace(BoxLayout):
         if dialog is not None:
             dialog.decision_result(reply)
         if reply.get("ok"):
-            word = "approved" if decision == "approve" else "rejected"
-            self.dialogue.add_note(f"Codex amendment {word}.", theme.GOOD_HEX if word == "approved" else theme.MUTED_HEX)
+            approved = decision == "approve"
+            self.dialogue.add_note(f"Codex amendment {'approved' if approved else 'rejected'}.",
+                                   theme.GOOD_HEX if approved else theme.MUTED_HEX)
 
 
 class EntropicApp(App):

@@ -86,7 +86,8 @@ def replay_raw(calls: list[dict], settings) -> tuple[int, float]:
 
     config = settings.models.embedded
     llm = Llama(model_path=str(Path(config.model_path) if config.model_path else default_model_path()),
-                n_ctx=config.n_ctx, n_threads=thread_count(config.n_threads), seed=config.seed, verbose=False)
+                n_ctx=config.n_ctx, n_threads=thread_count(config.n_threads),
+                n_threads_batch=thread_count(config.n_threads), seed=config.seed, verbose=False)
     grammars: dict[str, LlamaGrammar] = {}
     tokens, seconds = 0, 0.0
     for call in calls:

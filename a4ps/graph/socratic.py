@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 __all__ = ["DialogueState", "SocraticGraph", "TaskCancelled", "Workshop"]
 
 MAX_UTTERANCE_CHARS = 700
+MIN_SPEC_WORDS = 3  # a tool request must describe a function, not just say "true"
 DIALOGUE_WINDOW = 6
 
 
@@ -132,7 +133,7 @@ class SocraticGraph:
         tools = [t["name"] for t in self._workshop.usable_tools()] if self._workshop else []
         data = self._say("BRICK", "brick", self._prompts.thesis, schemas.thesis_schema(tools), state, turn)
         request = call = None
-        if data["needs_tool"] and data["tool_spec"].strip():
+        if data["needs_tool"] and len(data["tool_spec"].split()) >= MIN_SPEC_WORDS:
             request = {"spec": data["tool_spec"].strip(), "turn": turn}
             self._bus.publish("tool_request", task_id=state["task_id"], turn=turn, name="", spec=request["spec"])
         if data.get("call_tool"):

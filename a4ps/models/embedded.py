@@ -71,6 +71,7 @@ class EmbeddedProvider:
                         model_path=str(path),
                         n_ctx=self._config.n_ctx,
                         n_threads=thread_count(self._config.n_threads),
+                        n_threads_batch=thread_count(self._config.n_threads),
                         seed=self._config.seed,
                         verbose=False,
                     )

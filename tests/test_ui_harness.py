@@ -7,6 +7,7 @@ KIVY_HOME instead of ~/.kivy, SDL's offscreen driver unless SDL_VIDEODRIVER is a
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import tempfile
@@ -16,7 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 os.environ["KIVY_NO_ARGS"] = "1"
-os.environ.setdefault("KIVY_HOME", tempfile.mkdtemp(prefix="a4ps-kivy-home-"))
+if "KIVY_HOME" not in os.environ:
+    os.environ["KIVY_HOME"] = tempfile.mkdtemp(prefix="a4ps-kivy-home-")
+    atexit.register(shutil.rmtree, os.environ["KIVY_HOME"], ignore_errors=True)
 os.environ.setdefault("SDL_VIDEODRIVER", "offscreen")
 os.environ.setdefault("KIVY_LOG_LEVEL", "warning")
 

@@ -319,43 +319,27 @@ def test_signals_cannot_reach_host_processes(sandbox):
 # --- files -------------------------------------------------------------------------------------
 
 
-def test_disk_fill_stops_at_the_tmpfs_cap(sandbox, sandbox_settings):
-    result = run(sandbox, """
+@pytest.mark.parametrize("path, errnos", [
+    ("fill.bin", ("ENOSPC", "EFBIG")),  # the scratch tmpfs: its size cap stops the write
+    ("/dev/shm/fill", ("ENOSPC", "EFBIG", "EACCES", "EROFS", "ENOENT")),  # shared memory: capped or absent
+])
+def test_filling_a_disk_stops_at_the_cap(sandbox, sandbox_settings, path, errnos):
+    result = run(sandbox, f"""
         import errno, json
         written, err = 0, None
         try:
-            with open("fill.bin", "wb") as handle:
+            with open({path!r}, "wb") as handle:
                 while True:
                     handle.write(b"\\0" * (1 << 20))
                     handle.flush()
                     written += 1
         except OSError as exc:
             err = errno.errorcode[exc.errno]
-        print(json.dumps({"mb": written, "errno": err}))
+        print(json.dumps({{"mb": written, "errno": err}}))
     """, timeout_s=30)
     assert result.ok, result.to_dict()
     report = last_json(result)
-    assert report["errno"] in ("ENOSPC", "EFBIG")
-    assert report["mb"] <= sandbox_settings.tmpfs_mb
-
-
-def test_shared_memory_fill_is_capped(sandbox, sandbox_settings):
-    result = run(sandbox, """
-        import errno, json
-        written, err = 0, None
-        try:
-            with open("/dev/shm/fill", "wb") as handle:
-                while True:
-                    handle.write(b"\\0" * (1 << 20))
-                    handle.flush()
-                    written += 1
-        except OSError as exc:
-            err = errno.errorcode[exc.errno]
-        print(json.dumps({"mb": written, "errno": err}))
-    """, timeout_s=30)
-    assert result.ok, result.to_dict()
-    report = last_json(result)
-    assert report["errno"] in ("ENOSPC", "EFBIG", "EACCES", "EROFS", "ENOENT")
+    assert report["errno"] in errnos
     assert report["mb"] <= sandbox_settings.tmpfs_mb
 
 

@@ -1,4 +1,4 @@
-"""Filling the codex's prompt templates ({name} placeholders, {{ }} for literal braces)."""
+"""Filling the codex's prompt templates ({name} fields, {{ }} for literal braces)."""
 
 from __future__ import annotations
 

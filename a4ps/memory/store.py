@@ -99,10 +99,13 @@ class MemoryStore:
                                             text=text, fts_columns=["text", "summary"], columns=_EPISODE_COLUMNS)
         if not episodes:
             return []
+        chunk_filter = in_list("parent_id", [e["id"] for e in episodes])
+        if text:  # hybrid: LanceDB's vector and full-text lists, fused
+            chunk_rows = self.table.vector_search(vector, chunk_filter, len(episodes) * _CHUNK_FETCH_PER_EPISODE,
+                                                  exact=True, text=text, fts_columns=["text"])
+        else:  # the top episodes' chunks are few: one scalar scan (BTree on parent_id), scored exactly
+            chunk_rows = self.table.scan_nearest(vector, chunk_filter)
         by_id = {e["id"]: e for e in episodes}
-        chunk_rows = self.table.vector_search(vector, in_list("parent_id", list(by_id)),
-                                              len(by_id) * _CHUNK_FETCH_PER_EPISODE, exact=True, text=text,
-                                              fts_columns=["text"])
         per_episode: dict[str, int] = {}
         hits: list[MemoryHit] = []
         for row in sorted(chunk_rows, key=lambda r: -r["score"]):

@@ -244,6 +244,24 @@ class MemoryTable:
                  .where(where, prefilter=True).limit(limit).select(columns + ["_score"]).to_arrow().to_pylist())
         return reciprocal_rank_fusion([rows, found], limit, columns)
 
+    def scan_nearest(self, vector: np.ndarray, where: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
+        """Exact cosine over the few rows a scalar filter selects (an episode's chunks), scored here.
+
+        For a handful of rows this costs less than a prefiltered vector query (a BTree lookup and
+        one small matrix product instead of a search plan); ``score`` means the same: 1 - cosine distance.
+        """
+        table = self._table.search().where(where).select((columns or ROW_COLUMNS) + ["vector"]).limit(None).to_arrow()
+        if table.num_rows == 0:
+            return []
+        matrix = table["vector"].combine_chunks().values.to_numpy(zero_copy_only=False).reshape(table.num_rows, -1)
+        query = np.asarray(vector, dtype=np.float32)
+        norms = np.linalg.norm(matrix, axis=1) * (np.linalg.norm(query) or 1.0)
+        scores = (matrix @ query) / np.where(norms == 0, 1.0, norms)
+        rows = table.drop_columns(["vector"]).to_pylist()
+        for row, score in zip(rows, scores):
+            row["score"] = float(score)
+        return rows
+
     def rows(self, where: str, columns: list[str] | None = None) -> list[dict[str, Any]]:
         """All rows matching ``where`` (a plain scan, for episodes and listings)."""
         query = self._table.search().where(where).select(columns or ROW_COLUMNS).limit(None)

@@ -103,3 +103,43 @@ def test_ask_without_backend_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "a4ps", "ask", "hi", "--connect-timeout", "1"],
                             cwd=project_root(), env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1 and "no backend answers" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_backend_on_ollama_stand_in_keeps_one_model_resident(tmp_path):
+    """auto picks Ollama when it answers with every persona model; a task runs through it."""
+    import json
+    import threading
+
+    from tests.support.ollama_standin import OllamaStandIn
+
+    residency, lock = [], threading.Lock()
+
+    def responder(model, messages, fmt):
+        with lock:
+            residency.append(list(server.resident()))
+        props = fmt["properties"]
+        if "plan" in props:
+            return json.dumps({"plan": "1. Listen. 2. Answer."})
+        if "analysis" in props:
+            return json.dumps({"analysis": "Rain needs a coat.", "needs_tool": False, "tool_spec": ""})
+        if "dissonance" in props:
+            return json.dumps({"response": "Stay dry and warm.", "dissonance": 0.2})
+        return json.dumps({"answer": "Take a raincoat."})
+
+    config = write_config(tmp_path / "config", settings={"graph.max_turns": 2})
+    with OllamaStandIn(models=["llama3.2:3b", "phi3:mini", "gemma2:2b"], responder=responder) as server:
+        backend = BackendProcess(tmp_path / "data", config, extra_env={"OLLAMA_HOST": server.host})
+        with backend:
+            assert backend.request("ping")["provider"] == "ollama"
+            state = backend.request("get_state")["state"]
+            assert "all persona models present" in state["provider_reason"]
+            events = backend.subscribe()
+            task_id = backend.request("submit_task", text="It is raining. What should I wear?")["task_id"]
+            final = wait_for_task(events, task_id, {"done", "failed"}, 60)
+            events.close()
+    assert final["status"] == "done" and final["result"] == "Take a raincoat." and final["turns"] == 1
+    assert "model provider: ollama" in backend.output()
+    # sequential residency: whenever a model answered, at most that one model was loaded
+    assert residency and all(len(loaded) <= 1 for loaded in residency)
+    models_used = [r[0] for r in residency if r]
+    assert {"llama3.2:3b", "phi3:mini", "gemma2:2b"} <= set(models_used)

@@ -130,7 +130,7 @@ def test_rows_are_summaries_and_linked_chunks_with_indexes(store, tmp_path):
         assert all(c["task_id"] == head["task_id"] and c["timestamp"] == head["timestamp"] for c in chunks)
         assert all(len(c["vector"]) == 384 for c in chunks)
     indexes = {ix.name: ix.index_type for ix in table.list_indices()}
-    assert indexes["parent_id_idx"] == "BTree" and indexes["id_idx"] == "BTree"
+    assert indexes["parent_id_idx"] == "BTree"
     assert indexes["text_idx"] == "FTS" and indexes["summary_idx"] == "FTS"
 
 

@@ -95,27 +95,16 @@ class MemoryStore:
 
         ``exact`` bypasses the IVF_PQ index in the summary stage too (benchmarks, tests).
         """
-        if text:  # hybrid: LanceDB's vector and full-text lists, fused, at both levels
-            episodes = self.table.vector_search(vector, "parent_id IS NULL", self.settings.top_summaries,
-                                                exact=exact, text=text, fts_columns=["text", "summary"],
-                                                columns=_EPISODE_COLUMNS)
-            if not episodes:
-                return []
-            chunk_rows = self.table.vector_search(vector, in_list("parent_id", [e["id"] for e in episodes]),
-                                                  len(episodes) * _CHUNK_FETCH_PER_EPISODE, exact=True, text=text,
-                                                  fts_columns=["text"])
-        else:
-            # The summary stage reads only ids (the index does the work); one scan through the BTree
-            # indexes on id and parent_id then fetches those summaries and their chunks, scored exactly.
-            heads = self.table.vector_search(vector, "parent_id IS NULL", self.settings.top_summaries,
-                                             exact=exact, columns=["id"])
-            if not heads:
-                return []
-            ids = [h["id"] for h in heads]
-            rows = self.table.scan_nearest(vector, f"({in_list('parent_id', ids)}) OR ({in_list('id', ids)})")
-            summaries = {r["id"]: r for r in rows if r["parent_id"] is None}
-            episodes = [summaries[i] for i in ids if i in summaries]
-            chunk_rows = [r for r in rows if r["parent_id"] is not None]
+        episodes = self.table.vector_search(vector, "parent_id IS NULL", self.settings.top_summaries, exact=exact,
+                                            text=text, fts_columns=["text", "summary"], columns=_EPISODE_COLUMNS)
+        if not episodes:
+            return []
+        chunk_filter = in_list("parent_id", [e["id"] for e in episodes])
+        if text:  # hybrid: LanceDB's vector and full-text lists, fused
+            chunk_rows = self.table.vector_search(vector, chunk_filter, len(episodes) * _CHUNK_FETCH_PER_EPISODE,
+                                                  exact=True, text=text, fts_columns=["text"])
+        else:  # the top episodes' chunks are few: one scalar scan (BTree on parent_id), scored exactly
+            chunk_rows = self.table.scan_nearest(vector, chunk_filter)
         by_id = {e["id"]: e for e in episodes}
         per_episode: dict[str, int] = {}
         hits: list[MemoryHit] = []

@@ -185,14 +185,12 @@ class MemoryTable:
         return any(ix.name == VECTOR_INDEX for ix in self._table.list_indices())
 
     def _ensure_row_indexes(self) -> None:
-        """BTree on parent_id and id (the search's second stage looks rows up by both) and full-text
-        on text/summary, made once the table has rows."""
+        """BTree on parent_id and full-text on text/summary, made once the table has rows."""
         present = {ix.name for ix in self._table.list_indices()}
         from lancedb.index import FTS, BTree
 
-        for column in ("parent_id", "id"):
-            if f"{column}_idx" not in present:
-                self._table.create_index(column, config=BTree())
+        if "parent_id_idx" not in present:
+            self._table.create_index("parent_id", config=BTree())
         for column in ("text", "summary"):
             if f"{column}_idx" not in present:
                 self._table.create_index(column, config=FTS())

@@ -9,17 +9,7 @@ import pytest
 import zmq
 
 from a4ps.client import EventSubscriber, Requester
-from tests.support.backend import BackendProcess, wait_for_task
-
-
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    from tests.support.config import write_config
-
-    root = tmp_path_factory.mktemp("proto")
-    config = write_config(root / "config", settings={"graph.max_turns": 1})
-    with BackendProcess(root / "data", config) as proc:
-        yield proc
+from tests.support.backend import wait_for_task
 
 
 def test_ping_and_state(backend):

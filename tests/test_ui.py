@@ -19,14 +19,6 @@ from a4ps.ui.inspector import ProtoInspector, ToolInspector
 FINISHED = ("done", "failed", "cancelled")
 
 
-@pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ui-backend")
-    config = write_config(root / "config", settings={"graph.max_turns": 1})
-    with BackendProcess(root / "data", config) as proc:
-        yield proc
-
-
 @pytest.fixture
 def workspace(backend, tmp_path):
     settings = ui_settings(backend.config_dir, tmp_path / "ui-data", backend.pub_addr, backend.rep_addr)

@@ -49,14 +49,14 @@ class Script:
         return json.dumps({"answer": "Final answer."})
 
 
-def build(host, bus, graph_config, codex=None, workshop=None):
+def build(host, bus, graph_config, codex=None, workshop=None, recall=None):
     settings = load_settings()
     settings.models.ollama.host = host
     codex = codex or load_codex()
     protos = ProtoManager.from_codex(codex, "ollama")
     models = ModelManager(OllamaProvider(settings.models.ollama))
     voices = Voices(models, protos, bus, settings.models.max_tokens)
-    return SocraticGraph(voices, codex, graph_config, bus, workshop=workshop), protos
+    return SocraticGraph(voices, codex, graph_config, bus, workshop=workshop, recall=recall), protos
 
 
 def collect(bus):
@@ -102,8 +102,8 @@ def test_plan_receives_recalled_memories():
 
     bus = EventBus()
     with OllamaStandIn(models=MODELS, responder=responder) as server:
-        graph, _ = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=2))
-        graph.set_recall(lambda task: f"- earlier task about {task[:9]}: steep green tea 2 minutes")
+        graph, _ = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=2),
+                         recall=lambda task: f"- earlier task about {task[:9]}: steep green tea 2 minutes")
         final = graph.run("m1", "Green tea: how long?")
     assert "- earlier task about Green tea: steep green tea 2 minutes" in plan_prompts[0]
     assert final["memories"].startswith("- earlier task")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import msgpack
@@ -110,8 +111,6 @@ class EventSubscriber:
 
     def wait_for(self, topic: str, timeout_s: float) -> dict | None:
         """Block until an event of `topic` arrives (others are dropped); None on timeout."""
-        import time
-
         deadline = time.monotonic() + timeout_s
         while (left := deadline - time.monotonic()) > 0:
             item = self.poll_event(left)

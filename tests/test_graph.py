@@ -17,6 +17,7 @@ from a4ps.models import ModelManager
 from a4ps.models.embedded import EmbeddedProvider
 from a4ps.models.ollama_provider import OllamaProvider
 from a4ps.protos import ProtoManager
+from tests.support.config import plumbing_model
 from tests.support.ollama_standin import OllamaStandIn
 
 MODELS = ["llama3.2:3b", "phi3:mini", "gemma2:2b"]
@@ -195,7 +196,7 @@ def test_cancel_stops_mid_answer():
 
 def test_real_embedded_model_respects_the_bounds():
     """The real SmolLM2: whatever it says, the loop ends within max_turns and the rules hold."""
-    settings = load_settings()
+    settings = plumbing_model(load_settings())
     codex = load_codex()
     bus = EventBus()
     events = collect(bus)

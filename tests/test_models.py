@@ -13,13 +13,13 @@ from a4ps.models.embedded import EmbeddedProvider
 from a4ps.models.ollama_provider import OllamaProvider
 from a4ps.models.structured import FieldStreamer
 from a4ps.models.types import Sampling
-from tests.support.config import free_port
+from tests.support.config import free_port, plumbing_model
 from tests.support.ollama_standin import OllamaStandIn
 
 
 @pytest.fixture(scope="module")
 def embedded():
-    settings = load_settings()
+    settings = plumbing_model(load_settings())
     manager = ModelManager(EmbeddedProvider(settings.models.embedded), json_retries=2)
     yield manager
     manager.unload()

@@ -58,6 +58,12 @@ def _load(path: Path, model: type[T]) -> T:
         raise ConfigError(f"{path}: key '{key}': {detail}{more}") from None
 
 
+def _from_root(value: str) -> Path:
+    """A path from settings: `~` expanded, relative ones taken from the project root."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else project_root() / path
+
+
 def load_settings(path: Path | None = None) -> Settings:
     """settings.toml, validated, with env overrides (A4PS_DATA_DIR, A4PS_PUB_ADDR, A4PS_REP_ADDR)."""
     settings = _load(path or config_dir() / "settings.toml", Settings)
@@ -66,6 +72,9 @@ def load_settings(path: Path | None = None) -> Settings:
     if not resolved.is_absolute():
         resolved = project_root() / resolved
     settings.data_dir = str(resolved)
+    embedded = settings.models.embedded
+    embedded.models_dir = str(_from_root(embedded.models_dir) if embedded.models_dir else resolved / "models")
+    embedded.model_path = str(_from_root(embedded.model_path)) if embedded.model_path else ""
     settings.zmq.pub_addr = os.environ.get("A4PS_PUB_ADDR") or settings.zmq.pub_addr
     settings.zmq.rep_addr = os.environ.get("A4PS_REP_ADDR") or settings.zmq.rep_addr
     return settings

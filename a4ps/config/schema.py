@@ -14,10 +14,22 @@ class _Strict(BaseModel):
 
 
 class EmbeddedModel(_Strict):
+    model: str
     model_path: str
+    models_dir: str
+    use_mmap: bool
     n_ctx: int = Field(ge=256, le=32768)
     n_threads: int = Field(ge=0, le=256)
     seed: int
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        from a4ps.models.catalog import CATALOG  # late: the models package imports this module
+
+        if value not in CATALOG:
+            raise ValueError(f"unknown embedded model; known: {', '.join(CATALOG)}")
+        return value
 
 
 class OllamaModel(_Strict):

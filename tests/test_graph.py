@@ -1,4 +1,5 @@
-"""Socratic graph routing: convergence, the max_turns bound, the dissonance events, tool requests."""
+"""Socratic graph routing: convergence, the max_turns bound, the dissonance events, tool requests,
+the shared conversation, and the combined dissonance measure."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import threading
 import pytest
 
 from a4ps.config import load_codex, load_settings
-from a4ps.config.schema import Graph
 from a4ps.events import EventBus
 from a4ps.graph import SocraticGraph, TaskCancelled
+from a4ps.graph.dissonance import VERDICT_VALUES, measure, off_topic
+from a4ps.graph.socratic import window
 from a4ps.graph.voice import Voices
 from a4ps.models import ModelManager
 from a4ps.models.embedded import EmbeddedProvider
@@ -23,41 +25,62 @@ from tests.support.ollama_standin import OllamaStandIn
 MODELS = ["llama3.2:3b", "phi3:mini", "gemma2:2b"]
 
 
-class Script:
-    """Answers by schema: plan, thesis (optionally asking for a tool), antithesis with scripted dissonance."""
+def graph_config(**overrides):
+    """The project's [graph] settings; the embedding weight 0 makes scripted verdicts exact."""
+    values = {**load_settings().graph.model_dump(), "dissonance_embedding_weight": 0.0, **overrides}
+    return type(load_settings().graph)(**values)
 
-    def __init__(self, dissonance, tool_on_turn=None):
-        self.dissonance = list(dissonance)
+
+def speaker(messages):
+    """Which instruction the last user message is (the codex names the persona who speaks next)."""
+    last = messages[-1]["content"]
+    for prefix, node in (("The person's task", "plan"), ("BRICK, work", "thesis"), ("BRICK, ROBIN has", "revision"),
+                         ("ROBIN, answer", "antithesis"), ("ALFRED, write the final", "synthesis")):
+        if last.startswith(prefix):
+            return node
+    return None
+
+
+class Script:
+    """Prose for each instruction; the constrained follow-ups: a tool decision and scripted verdicts."""
+
+    def __init__(self, verdicts, tool_on_turn=None):
+        self.verdicts = list(verdicts)
         self.tool_on_turn = tool_on_turn
         self.thesis_count = 0
         self.models_seen = []
+        self.calls = []
 
     def __call__(self, model, messages, fmt):
         self.models_seen.append(model)
+        self.calls.append(messages)
+        if fmt is None:
+            node = speaker(messages)
+            assert node is not None, f"unexpected instruction: {messages[-1]['content'][:80]}"
+            assert node is not None, f"unexpected instruction: {messages[-1]['content'][:80]}"
+            if node in ("thesis", "revision"):
+                self.thesis_count += 1
+                return f"Analysis {self.thesis_count}."
+            return {"plan": "1. Understand. 2. Answer.", "antithesis": "I feel you.",
+                    "synthesis": "Final answer."}[node]
         props = fmt["properties"]
-        if "plan" in props:
-            return json.dumps({"plan": "1. Understand. 2. Answer."})
-        if "analysis" in props:
-            self.thesis_count += 1
+        if "needs_tool" in props:
             wants = self.thesis_count == self.tool_on_turn
-            answer = {"analysis": f"Analysis {self.thesis_count}.", "needs_tool": wants,
-                      "tool_spec": "count words in a text" if wants else ""}
+            answer = {"needs_tool": wants, "tool_spec": "count words in a text" if wants else ""}
             if "call_tool" in props:
                 answer.update(call_tool="", arguments={})
             return json.dumps(answer)
-        if "dissonance" in props:
-            return json.dumps({"response": "I feel you.", "dissonance": self.dissonance.pop(0)})
-        return json.dumps({"answer": "Final answer."})
+        return json.dumps({"verdict": self.verdicts.pop(0)})
 
 
-def build(host, bus, graph_config, codex=None, workshop=None, recall=None):
+def build(host, bus, config, codex=None, workshop=None, recall=None):
     settings = load_settings()
     settings.models.ollama.host = host
     codex = codex or load_codex()
     protos = ProtoManager.from_codex(codex, "ollama")
     models = ModelManager(OllamaProvider(settings.models.ollama))
     voices = Voices(models, protos, bus, settings.models.max_tokens)
-    return SocraticGraph(voices, codex, graph_config, bus, workshop=workshop, recall=recall), protos
+    return SocraticGraph(voices, codex, config, bus, workshop=workshop, recall=recall), protos
 
 
 def collect(bus):
@@ -66,22 +89,24 @@ def collect(bus):
     return events
 
 
-@pytest.mark.parametrize("dissonance, max_turns, turns, high", [
-    ([0.1], 3, 1, False),            # converges at once
-    ([0.9, 0.8, 0.2], 4, 3, False),  # converges on turn 3
-    ([0.9, 0.9, 0.9], 3, 3, True),   # never converges: bounded by max_turns, high dissonance
-    ([0.9, 0.3, 0.9], 3, 2, False),
+@pytest.mark.parametrize("verdicts, max_turns, turns, high", [
+    (["aligned"], 3, 1, False),                        # converges at once
+    (["opposed", "major", "aligned"], 4, 3, False),   # converges on turn 3
+    (["opposed", "opposed", "major"], 3, 3, True),    # never converges: bounded by max_turns, high dissonance
+    (["opposed", "minor", "opposed"], 3, 2, False),
 ])
-def test_routing(dissonance, max_turns, turns, high):
-    script = Script(dissonance)
+def test_routing(verdicts, max_turns, turns, high):
+    script = Script(verdicts)
     bus = EventBus()
     events = collect(bus)
     with OllamaStandIn(models=MODELS, responder=script) as server:
-        graph, protos = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=max_turns))
+        graph, protos = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=max_turns))
         final = graph.run("t1", "How do I make tea?")
+    values = [VERDICT_VALUES[v] for v in verdicts[:turns]]
     assert final["turn"] == turns and final["answer"] == "Final answer."
-    assert final["dissonance"] == dissonance[:turns]
-    assert [e.payload["value"] for e in events if e.topic == "dissonance"] == dissonance[:turns]
+    assert final["dissonance"] == values
+    assert [e.payload["value"] for e in events if e.topic == "dissonance"] == values
+    assert [e.payload["verdict"] for e in events if e.topic == "dissonance"] == verdicts[:turns]
     assert [e.payload["turn"] for e in events if e.topic == "dissonance"] == list(range(1, turns + 1))
     assert any(e.topic == "high_cognitive_dissonance" for e in events) is high
     nodes = [(e.payload["persona"], e.payload["node"]) for e in events if e.topic == "utterance"]
@@ -89,32 +114,73 @@ def test_routing(dissonance, max_turns, turns, high):
         [("ALFRED", "alfred_synthesize")]
     # each persona used its own model, and the proto remembers the last dissonance
     assert set(script.models_seen) == set(MODELS)
-    assert protos.get("ROBIN").last_dissonance == dissonance[turns - 1]
+    assert protos.get("ROBIN").last_dissonance == values[-1]
     assert all(p["status"] == "idle" for p in protos.snapshot())
+    # every model call is recorded with its token counts
+    assert sum(1 for e in events if e.topic == "model_call") == len(script.calls)
+
+
+def test_the_personas_share_one_growing_conversation():
+    """Every prompt extends the one before (the prefix a local model has cached); the society's
+    system message names every persona from the codex, and the task opens the conversation."""
+    script = Script(["major", "aligned"])
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        graph, _ = build(server.host, EventBus(), graph_config(convergence_threshold=0.5, max_turns=3))
+        graph.run("c1", "Is 91 a prime number?")
+    prose = [m for m in script.calls if speaker(m) in ("plan", "thesis", "revision", "antithesis", "synthesis")]
+    system = prose[0][0]["content"]
+    assert all(name in system for name in ("ALFRED", "BRICK", "ROBIN"))
+    assert "Is 91 a prime number?" in prose[0][1]["content"]
+    for before, after in zip(prose, prose[1:]):
+        assert after[:len(before)] == before, "a prompt did not extend the previous one"
+    assert [speaker(m) for m in prose] == ["plan", "thesis", "antithesis", "revision", "antithesis", "synthesis"]
+    # ROBIN's verdict is asked after her own reply, on the same conversation
+    verdict_calls = [m for m in script.calls if m[-1]["content"].startswith("ROBIN, now judge")]
+    assert len(verdict_calls) == 2 and verdict_calls[0][-2] == {"role": "assistant", "content": "I feel you."}
+
+
+def test_window_keeps_the_task_and_the_latest_turns():
+    transcript = [{"role": "user", "content": "task " * 10}, {"role": "assistant", "content": "plan"}]
+    for turn in range(10):
+        transcript += [{"role": "user", "content": f"instruction {turn} " + "x" * 300},
+                       {"role": "assistant", "content": f"answer {turn} " + "y" * 300}]
+    kept = window(transcript, 2000)
+    assert kept[:2] == transcript[:2] and kept[-1] == transcript[-1]
+    assert kept[2]["content"] == "(earlier turns omitted)"
+    assert sum(len(m["content"]) for m in kept) <= 2000 + 100
+    assert [m["role"] for m in kept] == ["user", "assistant"] * (len(kept) // 2)
+    assert window(transcript[:6], 10_000) == transcript[:6]
+
+
+def test_dissonance_combines_the_verdict_with_the_topic_distance():
+    vectors = {"analysis": [1.0, 0.0, 0.0], "on topic": [0.9, 0.1, 0.0], "off topic": [0.0, 0.0, 1.0]}
+    embed = lambda texts: [vectors[t] for t in texts]  # noqa: E731 - the measure only needs a callable
+    agreeing = measure("aligned", "analysis", "on topic", embed, 0.4)
+    drifting = measure("aligned", "analysis", "off topic", embed, 0.4)
+    contradicting = measure("opposed", "analysis", "on topic", embed, 0.4)
+    assert agreeing.value < 0.1 < drifting.value and agreeing.value < contradicting.value
+    assert drifting.value == pytest.approx(0.6 * 0.1 + 0.4 * 1.0)
+    assert measure("major", "analysis", "off topic", None, 0.4).value == VERDICT_VALUES["major"]
+    assert off_topic(0.9) == 0.0 and off_topic(0.0) == 1.0
 
 
 def test_plan_receives_recalled_memories():
-    plan_prompts = []
-
-    def responder(model, messages, fmt):
-        if "plan" in fmt["properties"]:
-            plan_prompts.append(messages[-1]["content"])
-        return Script([0.1])(model, messages, fmt)
-
+    script = Script(["aligned"])
     bus = EventBus()
-    with OllamaStandIn(models=MODELS, responder=responder) as server:
-        graph, _ = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=2),
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        graph, _ = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=2),
                          recall=lambda task: f"- earlier task about {task[:9]}: steep green tea 2 minutes")
         final = graph.run("m1", "Green tea: how long?")
-    assert "- earlier task about Green tea: steep green tea 2 minutes" in plan_prompts[0]
+    plan_prompt = next(m for m in script.calls if speaker(m) == "plan")[-1]["content"]
+    assert "- earlier task about Green tea: steep green tea 2 minutes" in plan_prompt
     assert final["memories"].startswith("- earlier task")
 
 
 def test_tool_request_without_forge_is_captured_and_logged(caplog):
     bus = EventBus()
     events = collect(bus)
-    with OllamaStandIn(models=MODELS, responder=Script([0.9, 0.1], tool_on_turn=1)) as server:
-        graph, _ = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=3))
+    with OllamaStandIn(models=MODELS, responder=Script(["opposed", "aligned"], tool_on_turn=1)) as server:
+        graph, _ = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=3))
         with caplog.at_level(logging.INFO):
             final = graph.run("t2", "How many words are in this sentence?")
     requests = [e for e in events if e.topic == "tool_request"]
@@ -149,34 +215,36 @@ class RecordingWorkshop:
 
 def test_tool_request_goes_through_the_forge_node_then_back_to_brick():
     workshop = RecordingWorkshop()
-    bus = EventBus()
-    with OllamaStandIn(models=MODELS, responder=Script([0.9, 0.1], tool_on_turn=1)) as server:
-        graph, _ = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=3), workshop=workshop)
+    script = Script(["opposed", "aligned"], tool_on_turn=1)
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        graph, _ = build(server.host, EventBus(), graph_config(convergence_threshold=0.5, max_turns=3),
+                         workshop=workshop)
         final = graph.run("t3", "How many words?")
     assert workshop.forged == ["count words in a text"]
     assert final["tool_results"] == [{"kind": "forge", "ok": True, "summary": "tool word_count(text) created"}]
     assert [d["node"] for d in final["dialogue"]] == ["alfred_plan", "brick", "robin", "tool_forge", "brick", "robin"]
     assert final["turn"] == 2
+    # BRICK's next instruction carries the tool result
+    revision = next(m for m in script.calls if speaker(m) == "revision")[-1]["content"]
+    assert "tool word_count(text) created" in revision
 
 
 def test_brick_calls_a_registered_tool_through_the_schema_enum():
     workshop = RecordingWorkshop(tools=["word_count"])
     seen_formats = []
+    script = Script(["aligned", "aligned"])
 
     def responder(model, messages, fmt):
-        props = fmt["properties"]
-        if "analysis" in props:
+        if fmt is not None and "needs_tool" in fmt["properties"]:
             seen_formats.append(fmt)
             calls = len(workshop.called) == 0
-            return json.dumps({"analysis": "Count them.", "needs_tool": False, "tool_spec": "",
+            return json.dumps({"needs_tool": False, "tool_spec": "",
                                "call_tool": "word_count" if calls else "", "arguments": {"text": "a b c d"}})
-        if "dissonance" in props:
-            return json.dumps({"response": "ok", "dissonance": 0.1})
-        return Script([])(model, messages, fmt)
+        return script(model, messages, fmt)
 
-    bus = EventBus()
     with OllamaStandIn(models=MODELS, responder=responder) as server:
-        graph, _ = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=3), workshop=workshop)
+        graph, _ = build(server.host, EventBus(), graph_config(convergence_threshold=0.5, max_turns=3),
+                         workshop=workshop)
         final = graph.run("t5", "How many words in 'a b c d'?")
     assert seen_formats[0]["properties"]["call_tool"]["enum"] == ["", "word_count"]
     assert workshop.called == [("word_count", {"text": "a b c d"})]
@@ -185,8 +253,8 @@ def test_brick_calls_a_registered_tool_through_the_schema_enum():
 
 def test_cancel_stops_mid_answer():
     bus = EventBus()
-    with OllamaStandIn(models=MODELS, responder=Script([0.9] * 5)) as server:
-        graph, protos = build(server.host, bus, Graph(convergence_threshold=0.5, max_turns=5))
+    with OllamaStandIn(models=MODELS, responder=Script(["opposed"] * 5)) as server:
+        graph, protos = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=5))
         cancel = threading.Event()
         bus.subscribe("token", lambda e: cancel.set() if e.payload["persona"] == "BRICK" else None)
         with pytest.raises(TaskCancelled):
@@ -203,16 +271,19 @@ def test_real_embedded_model_respects_the_bounds():
     protos = ProtoManager.from_codex(codex, "embedded")
     models = ModelManager(EmbeddedProvider(settings.models.embedded), json_retries=2)
     voices = Voices(models, protos, bus, 200)
-    config = Graph(convergence_threshold=0.5, max_turns=2)
+    config = graph_config(convergence_threshold=0.5, max_turns=2, thesis_tokens=120, synthesis_tokens=120)
     graph = SocraticGraph(voices, codex, config, bus)
     final = graph.run("e1", "Suggest a name for a grey cat.")
     models.unload()
     values = final["dissonance"]
     assert 1 <= final["turn"] <= 2 and len(values) == final["turn"]
-    assert all(0.0 <= v <= 1.0 for v in values)
+    assert all(v in VERDICT_VALUES.values() for v in values)  # no embedder: the verdict alone
     if final["turn"] < 2:
         assert values[-1] <= 0.5
     high = [e for e in events if e.topic == "high_cognitive_dissonance"]
     assert bool(high) == (final["turn"] == 2 and all(v > 0.5 for v in values))
     assert final["answer"].strip()
     assert any(e.topic == "token" and e.payload["persona"] == "ROBIN" for e in events)
+    calls = [e.payload for e in events if e.topic == "model_call"]
+    assert calls and all(c["prompt_tokens"] > 0 for c in calls)
+    assert sum(c["reused_prompt_tokens"] for c in calls[1:]) > 0  # the shared conversation is reused

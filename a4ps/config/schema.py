@@ -52,6 +52,12 @@ class Models(_Strict):
 class Graph(_Strict):
     convergence_threshold: float = Field(ge=0.0, le=1.0)
     max_turns: int = Field(ge=1, le=50)
+    dissonance_embedding_weight: float = Field(ge=0.0, le=1.0)
+    plan_tokens: int = Field(ge=16, le=4096)
+    thesis_tokens: int = Field(ge=16, le=4096)
+    antithesis_tokens: int = Field(ge=16, le=4096)
+    synthesis_tokens: int = Field(ge=16, le=4096)
+    transcript_chars: int = Field(ge=1000)
 
 
 class Image(_Strict):
@@ -131,9 +137,13 @@ class Persona(_Strict):
 
 
 class Prompts(_Strict):
+    society: str
     plan: str
     thesis: str
+    revision: str
+    tool_need: str
     antithesis: str
+    verdict: str
     synthesis: str
     forge: str
 

@@ -1,52 +1,32 @@
-"""JSON schemas of every persona answer the graph reads. The first property is the one people read.
+"""JSON schemas of the short decisions the graph reads. The prose people read streams free; what code
+acts on (a tool request, the dissonance verdict) is asked afterwards as a small constrained answer
+that continues the same conversation, so the model's cache makes it cheap."""
 
-Strings carry maxLength so that a rambling small model is made to close its JSON (the grammar
-bounds the string) instead of running out of tokens mid-string."""
-
-PLAN = {
+# ROBIN's verdict on BRICK's analysis, as a category (small models judge categories far more
+# reliably than they place a number); the graph maps it to a dissonance value.
+VERDICT = {
     "type": "object",
-    "properties": {"plan": {"type": "string", "minLength": 1, "maxLength": 600}},
-    "required": ["plan"],
+    "properties": {"verdict": {"type": "string", "enum": ["aligned", "minor", "major", "opposed"]}},
+    "required": ["verdict"],
     "additionalProperties": False,
 }
 
-THESIS = {
+TOOL_NEED = {
     "type": "object",
     "properties": {
-        "analysis": {"type": "string", "minLength": 1, "maxLength": 900},
         "needs_tool": {"type": "boolean"},
-        "tool_spec": {"type": "string", "maxLength": 400},
+        "tool_spec": {"type": "string", "maxLength": 300},
     },
-    "required": ["analysis", "needs_tool", "tool_spec"],
+    "required": ["needs_tool", "tool_spec"],
     "additionalProperties": False,
 }
 
-ANTITHESIS = {
-    "type": "object",
-    "properties": {
-        "response": {"type": "string", "minLength": 1, "maxLength": 700},
-        "dissonance": {"type": "number", "minimum": 0, "maximum": 1},
-    },
-    "required": ["response", "dissonance"],
-    "additionalProperties": False,
-}
 
-SYNTHESIS = {
-    "type": "object",
-    "properties": {"answer": {"type": "string", "minLength": 1, "maxLength": 1200}},
-    "required": ["answer"],
-    "additionalProperties": False,
-}
-
-# Which field of each answer is streamed to people as tokens.
-SHOWN_FIELD = {"alfred_plan": "plan", "brick": "analysis", "robin": "response", "alfred_synthesize": "answer"}
-
-
-def thesis_schema(tool_names: list[str]) -> dict:
-    """BRICK's schema; with registered tools it may also name one (an enum: only real tools) to call."""
+def tool_need_schema(tool_names: list[str]) -> dict:
+    """BRICK's tool decision; with registered tools it may also name one (an enum: only real tools) to call."""
     if not tool_names:
-        return THESIS
-    properties = dict(THESIS["properties"])
+        return TOOL_NEED
+    properties = dict(TOOL_NEED["properties"])
     properties["call_tool"] = {"type": "string", "enum": ["", *tool_names]}
     properties["arguments"] = {"type": "object"}
-    return {**THESIS, "properties": properties, "required": [*THESIS["required"], "call_tool", "arguments"]}
+    return {**TOOL_NEED, "properties": properties, "required": [*TOOL_NEED["required"], "call_tool", "arguments"]}

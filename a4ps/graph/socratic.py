@@ -1,4 +1,10 @@
-"""The LangGraph StateGraph of one task: alfred_plan -> brick -> robin -> router -> ... -> alfred_synthesize."""
+"""The LangGraph StateGraph of one task: alfred_plan -> brick -> robin -> router -> ... -> alfred_synthesize.
+
+The personas share one conversation: a system message that introduces the society (from the codex),
+then every instruction and every answer in the order they happened (`transcript`). Each call only
+appends to it, so a local model re-reads nothing it has already processed (llama.cpp reuses the
+longest cached prefix), and every persona sees the whole discussion.
+"""
 
 from __future__ import annotations
 
@@ -12,16 +18,14 @@ from langgraph.graph import END, START, StateGraph
 from a4ps.config.schema import Codex, Graph
 from a4ps.config.templates import render
 from a4ps.events import EventBus
-from a4ps.graph import schemas
+from a4ps.graph import dissonance, schemas
 from a4ps.graph.voice import TaskCancelled, Voices
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DialogueState", "SocraticGraph", "TaskCancelled", "Workshop"]
 
-MAX_UTTERANCE_CHARS = 700
 MIN_SPEC_WORDS = 3  # a tool request must describe a function, not just say "true"
-DIALOGUE_WINDOW = 6
 
 
 class DialogueState(TypedDict, total=False):
@@ -29,7 +33,8 @@ class DialogueState(TypedDict, total=False):
     task: str
     memories: str
     plan: str
-    dialogue: Annotated[list[dict], operator.add]
+    transcript: Annotated[list[dict], operator.add]  # the shared conversation (chat messages)
+    dialogue: Annotated[list[dict], operator.add]    # who said what, for people and memory
     turn: int
     dissonance: Annotated[list[float], operator.add]
     tool_request: dict | None
@@ -51,18 +56,6 @@ class Workshop(Protocol):
     def call(self, name: str, arguments: Any) -> Any: ...
 
 
-def _dialogue_text(dialogue: list[dict]) -> str:
-    if not dialogue:
-        return "(nothing yet)"
-    lines = []
-    for item in dialogue[-DIALOGUE_WINDOW:]:
-        text = item["text"].strip()
-        if len(text) > MAX_UTTERANCE_CHARS:
-            text = text[:MAX_UTTERANCE_CHARS] + "…"
-        lines.append(f"{item['persona']} (turn {item['turn']}): {text}")
-    return "\n".join(lines)
-
-
 def _tools_text(tools: list[dict]) -> str:
     if not tools:
         return "(none yet)"
@@ -72,7 +65,24 @@ def _tools_text(tools: list[dict]) -> str:
 def _tool_results_text(results: list[dict]) -> str:
     if not results:
         return ""
-    return "\nTool results:\n" + "\n".join(f"- {r['summary']}" for r in results[-3:]) + "\n"
+    return "\n\nTool results:\n" + "\n".join(f"- {r['summary']}" for r in results[-3:])
+
+
+def window(transcript: list[dict], max_chars: int) -> list[dict]:
+    """The transcript within a character budget: the opening exchange (task and plan) is always kept,
+    then the most recent messages; what falls out of the middle is marked."""
+    if sum(len(m["content"]) for m in transcript) <= max_chars or len(transcript) <= 4:
+        return transcript
+    head, tail, used = transcript[:2], [], sum(len(m["content"]) for m in transcript[:2])
+    for message in reversed(transcript[2:]):
+        if used + len(message["content"]) > max_chars and len(tail) >= 2:
+            break
+        tail.insert(0, message)
+        used += len(message["content"])
+    if tail and tail[0]["role"] == "assistant":  # keep user/assistant alternation
+        tail = tail[1:]
+    return head + [{"role": "user", "content": "(earlier turns omitted)"},
+                   {"role": "assistant", "content": "Understood."}] + tail
 
 
 class SocraticGraph:
@@ -81,6 +91,7 @@ class SocraticGraph:
     def __init__(self, voices: Voices, codex: Codex, config: Graph, bus: EventBus,
                  workshop: Workshop | None = None, recall: Callable[[str], str] | None = None):
         self._voices = voices
+        self._codex = codex
         self._prompts = codex.prompts
         self._config = config
         self._bus = bus
@@ -89,22 +100,40 @@ class SocraticGraph:
         self._cancel = threading.Event()
         self._compiled = self._build()
 
-    def _fill(self, template: str, state: DialogueState) -> str:
-        return render(
-            template,
-            task=state.get("task", ""),
-            plan=state.get("plan", ""),
-            memories=state.get("memories") or "(none)",
-            dialogue=_dialogue_text(state.get("dialogue", [])),
-            tool_results=_tool_results_text(state.get("tool_results", [])),
-            turn=state.get("turn", 0) + 1,
-            tools=_tools_text(self._workshop.usable_tools() if self._workshop else []),
-        )
+    # --- the conversation ---------------------------------------------------------------------
+    def _society(self) -> str:
+        personas = "\n".join(f"{p['name']} ({p['role']}) {p['system_prompt']}" for p in self._voices.personas())
+        principles = "\n".join(f"- {p.text}" for p in self._codex.principle) or "(none)"
+        return render(self._prompts.society, personas=personas, principles=principles)
 
-    def _say(self, persona: str, node: str, template: str, schema: dict, state: DialogueState, turn: int) -> dict:
-        return self._voices.speak(persona, self._fill(template, {**state, "turn": turn - 1}), schema,
-                                  shown_field=schemas.SHOWN_FIELD[node], task_id=state["task_id"],
-                                  node=node, turn=turn, cancel=self._cancel)
+    def _fill(self, template: str, state: DialogueState, **extra: Any) -> str:
+        values = {"task": state.get("task", ""), "plan": state.get("plan", ""),
+                  "memories": state.get("memories") or "(none)", "turn": state.get("turn", 0),
+                  "tool_results": _tool_results_text(state.get("tool_results", [])), **extra}
+        return render(template, **values)
+
+    def _messages(self, state: DialogueState, *tail: dict) -> list[dict]:
+        transcript = window(state.get("transcript", []), self._config.transcript_chars)
+        return [{"role": "system", "content": self._society()}, *transcript, *tail]
+
+    def _speak(self, persona: str, node: str, state: DialogueState, instruction: str, turn: int,
+               max_tokens: int) -> tuple[list[dict], str]:
+        """The persona answers the instruction in prose; returns (the messages it saw, its answer)."""
+        messages = self._messages(state, {"role": "user", "content": instruction})
+        text = self._voices.speak(persona, messages, task_id=state["task_id"], node=node, turn=turn,
+                                  cancel=self._cancel, max_tokens=max_tokens)
+        return messages, text or "(no answer)"
+
+    def _decide(self, persona: str, node: str, state: DialogueState, seen: list[dict], answer: str,
+                question: str, schema: dict, turn: int) -> dict:
+        """A constrained follow-up question on the answer just given (it continues the cached prompt)."""
+        messages = [*seen, {"role": "assistant", "content": answer}, {"role": "user", "content": question}]
+        return self._voices.decide(persona, messages, schema, task_id=state["task_id"], node=node, turn=turn,
+                                   cancel=self._cancel)
+
+    @staticmethod
+    def _exchange(instruction: str, answer: str) -> list[dict]:
+        return [{"role": "user", "content": instruction}, {"role": "assistant", "content": answer}]
 
     # --- nodes -------------------------------------------------------------------------------
     def alfred_plan(self, state: DialogueState) -> dict:
@@ -114,31 +143,48 @@ class SocraticGraph:
                 memories = self._recall(state["task"])
             except Exception:  # memory is an aid; a failing store must not fail the task
                 log.exception("memory recall failed; planning without memories")
-        data = self._say("ALFRED", "alfred_plan", self._prompts.plan, schemas.PLAN, {**state, "memories": memories}, 0)
-        return {"plan": data["plan"], "memories": memories,
-                "dialogue": [{"persona": "ALFRED", "node": "alfred_plan", "turn": 0, "text": data["plan"]}]}
+        instruction = self._fill(self._prompts.plan, {**state, "memories": memories})
+        _, plan = self._speak("ALFRED", "alfred_plan", state, instruction, 0, self._config.plan_tokens)
+        self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_plan", turn=0, text=plan, data={})
+        return {"plan": plan, "memories": memories, "transcript": self._exchange(instruction, plan),
+                "dialogue": [{"persona": "ALFRED", "node": "alfred_plan", "turn": 0, "text": plan}]}
 
     def brick(self, state: DialogueState) -> dict:
         turn = state.get("turn", 0) + 1
-        tools = [t["name"] for t in self._workshop.usable_tools()] if self._workshop else []
-        data = self._say("BRICK", "brick", self._prompts.thesis, schemas.thesis_schema(tools), state, turn)
+        template = self._prompts.thesis if turn == 1 else self._prompts.revision
+        instruction = self._fill(template, {**state, "turn": turn})
+        seen, analysis = self._speak("BRICK", "brick", state, instruction, turn, self._config.thesis_tokens)
+        tools = self._workshop.usable_tools() if self._workshop else []
+        question = self._fill(self._prompts.tool_need, state, tools=_tools_text(tools))
+        data = self._decide("BRICK", "brick", state, seen, analysis, question,
+                            schemas.tool_need_schema([t["name"] for t in tools]), turn)
         request = call = None
         if data["needs_tool"] and len(data["tool_spec"].split()) >= MIN_SPEC_WORDS:
             request = {"spec": data["tool_spec"].strip(), "turn": turn}
             self._bus.publish("tool_request", task_id=state["task_id"], turn=turn, name="", spec=request["spec"])
         if data.get("call_tool"):
             call = {"name": data["call_tool"], "arguments": data.get("arguments", {}), "turn": turn}
+        self._voices.utterance("BRICK", task_id=state["task_id"], node="brick", turn=turn, text=analysis, data=data)
         return {"turn": turn, "tool_request": request, "tool_call": call,
-                "dialogue": [{"persona": "BRICK", "node": "brick", "turn": turn, "text": data["analysis"]}]}
+                "transcript": self._exchange(instruction, analysis),
+                "dialogue": [{"persona": "BRICK", "node": "brick", "turn": turn, "text": analysis}]}
 
     def robin(self, state: DialogueState) -> dict:
         turn = state["turn"]
-        data = self._say("ROBIN", "robin", self._prompts.antithesis, schemas.ANTITHESIS, state, turn)
-        value = float(data["dissonance"])
-        self._voices.record_dissonance("ROBIN", value)
-        self._bus.publish("dissonance", task_id=state["task_id"], turn=turn, value=value)
-        return {"dissonance": [value],
-                "dialogue": [{"persona": "ROBIN", "node": "robin", "turn": turn, "text": data["response"]}]}
+        instruction = self._fill(self._prompts.antithesis, state)
+        seen, reply = self._speak("ROBIN", "robin", state, instruction, turn, self._config.antithesis_tokens)
+        data = self._decide("ROBIN", "robin", state, seen, reply, self._fill(self._prompts.verdict, state),
+                            schemas.VERDICT, turn)
+        analysis = next((d["text"] for d in reversed(state.get("dialogue", [])) if d["node"] == "brick"), "")
+        measured = dissonance.measure(data["verdict"], analysis, reply, self._voices.embed,
+                                      self._config.dissonance_embedding_weight)
+        self._voices.record_dissonance("ROBIN", measured.value)
+        self._voices.utterance("ROBIN", task_id=state["task_id"], node="robin", turn=turn, text=reply,
+                               data={"dissonance": measured.value, **measured.as_map()})
+        self._bus.publish("dissonance", task_id=state["task_id"], turn=turn, value=measured.value,
+                          verdict=measured.verdict, similarity=measured.similarity)
+        return {"dissonance": [measured.value], "transcript": self._exchange(instruction, reply),
+                "dialogue": [{"persona": "ROBIN", "node": "robin", "turn": turn, "text": reply}]}
 
     def tool_forge(self, state: DialogueState) -> dict:
         """Forge the requested tool (BRICK writes it, the sandbox tests it); the outcome joins the dialogue."""
@@ -159,6 +205,8 @@ class SocraticGraph:
         """Run one registered tool in the sandbox; its result joins the dialogue."""
         call = state["tool_call"] or {}
         outcome = self._workshop.call(call.get("name", ""), call.get("arguments", {}))
+        if self._cancel.is_set():
+            raise TaskCancelled()
         return {"tool_call": None, "tool_calls": state.get("tool_calls", 0) + 1,
                 **self._tool_round("tool_call", "call", outcome, state)}
 
@@ -171,9 +219,13 @@ class SocraticGraph:
                 "dialogue": [{"persona": "BRICK", "node": node, "turn": turn, "text": outcome.summary}]}
 
     def alfred_synthesize(self, state: DialogueState) -> dict:
-        data = self._say("ALFRED", "alfred_synthesize", self._prompts.synthesis, schemas.SYNTHESIS, state,
-                         state.get("turn", 0))
-        return {"answer": data["answer"]}
+        turn = state.get("turn", 0)
+        instruction = self._fill(self._prompts.synthesis, state)
+        _, answer = self._speak("ALFRED", "alfred_synthesize", state, instruction, turn,
+                                self._config.synthesis_tokens)
+        self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_synthesize", turn=turn,
+                               text=answer, data={})
+        return {"answer": answer}
 
     def route(self, state: DialogueState) -> str:
         """Where to go after ROBIN: forge a requested tool, argue again, or synthesize."""
@@ -224,7 +276,7 @@ class SocraticGraph:
         """Run one task to its synthesis; raises TaskCancelled once `cancel` is set (even if set before)."""
         self._cancel = cancel or threading.Event()
         initial: DialogueState = {"task_id": task_id, "task": task, "memories": memories, "turn": 0,
-                                  "dialogue": [], "dissonance": [], "tool_results": [], "forges": 0,
-                                  "tool_calls": 0, "tool_request": None, "tool_call": None}
+                                  "transcript": [], "dialogue": [], "dissonance": [], "tool_results": [],
+                                  "forges": 0, "tool_calls": 0, "tool_request": None, "tool_call": None}
         limit = 6 * self._config.max_turns + 10
         return self._compiled.invoke(initial, config={"recursion_limit": limit})

@@ -1,4 +1,8 @@
-"""A persona speaking: one model call with its live proto state, streamed to the bus as it happens."""
+"""A persona speaking: one model call with its live proto state, streamed to the bus as it happens.
+
+`speak` streams prose that people read (free text: it is shown and passed on, never parsed);
+`decide` asks for a small schema-constrained JSON answer that code acts on.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ class TaskCancelled(Exception):
 
 
 class Voices:
-    """Turns (persona, prompt, schema) into a validated answer, with status, tokens and counters."""
+    """Turns (persona, conversation) into streamed prose or a validated decision, with status and counters."""
 
     def __init__(self, models: ModelManager, protos: ProtoManager, bus: EventBus, max_tokens: int,
                  repeat_penalty: float = 1.15):
@@ -26,11 +30,24 @@ class Voices:
         self._max_tokens = max_tokens
         self._repeat_penalty = repeat_penalty
 
-    def speak(self, persona: str, prompt: str, schema: dict, *, shown_field: str, task_id: str,
-              node: str, turn: int, cancel: threading.Event) -> dict[str, Any]:
-        proto = self._protos.get(persona)  # read live state at call time: surgery applies next turn
-        messages = [{"role": "system", "content": proto.system_prompt}, {"role": "user", "content": prompt}]
-        sampling = Sampling(proto.temperature, proto.top_p, min(proto.max_tokens, self._max_tokens), self._repeat_penalty)
+    def personas(self) -> list[dict[str, str]]:
+        """Live name, role and system prompt of every persona (surgery applies from the next call)."""
+        return [{"name": p["name"], "role": p["role"], "system_prompt": p["system_prompt"]}
+                for p in self._protos.snapshot()]
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return self._models.embed(texts)
+
+    def _sampling(self, persona: str, limit: int | None, decision: bool) -> tuple[str, Sampling]:
+        proto = self._protos.get(persona)  # read live state at call time
+        tokens = min(proto.max_tokens, self._max_tokens, limit or self._max_tokens)
+        temperature = min(proto.temperature, 0.2) if decision else proto.temperature
+        return proto.model, Sampling(temperature, proto.top_p, tokens, self._repeat_penalty)
+
+    def speak(self, persona: str, messages: list[dict], *, task_id: str, node: str, turn: int,
+              cancel: threading.Event, max_tokens: int | None = None) -> str:
+        """Stream the persona's prose to the bus; returns the whole text."""
+        model, sampling = self._sampling(persona, max_tokens, decision=False)
         started = False
 
         def on_token(text: str) -> None:
@@ -42,23 +59,46 @@ class Voices:
                 self._protos.set_status(persona, "speaking")
             self._bus.publish("token", task_id=task_id, persona=persona, node=node, turn=turn, text=text)
 
+        result = self._call(persona, messages, model, None, sampling, on_token, cancel)
+        return result.text.strip()
+
+    def decide(self, persona: str, messages: list[dict], schema: dict, *, task_id: str, node: str, turn: int,
+               cancel: threading.Event, max_tokens: int = 96) -> dict[str, Any]:
+        """A validated JSON decision (not shown as tokens); cancellable on every generated piece."""
+        model, sampling = self._sampling(persona, max_tokens, decision=True)
+
+        def on_piece(_: str) -> None:
+            if cancel.is_set():
+                raise TaskCancelled()
+
         def on_retry(attempt: int, error: str) -> None:
             self._bus.publish("token", task_id=task_id, persona=persona, node=node, turn=turn,
-                              text=f"\n[answer rejected: {error}; asking again]\n")
+                              text=f"\n[decision rejected: {error}; asking again]\n")
 
+        result = self._call(persona, messages, model, schema, sampling, on_piece, cancel, on_retry)
+        return result.data or {}
+
+    def _call(self, persona, messages, model, schema, sampling, on_token, cancel, on_retry=None):
         self._protos.set_status(persona, "thinking")
         try:
             if cancel.is_set():
                 raise TaskCancelled()
-            result = self._models.chat(messages, model=proto.model, schema=schema, sampling=sampling,
-                                       on_token=on_token, stream_field=shown_field, on_retry=on_retry)
+            result = self._models.chat(messages, model=model, schema=schema, sampling=sampling,
+                                       on_token=on_token, on_retry=on_retry)
         finally:
             self._protos.set_status(persona, "idle")
+        if cancel.is_set():
+            raise TaskCancelled()
         self._protos.record_call(persona, result.completion_tokens)
-        data = result.data or {}
-        self._bus.publish("utterance", task_id=task_id, persona=persona, node=node, turn=turn,
-                          text=str(data.get(shown_field, "")), data=data)
-        return data
+        self._bus.publish("model_call", persona=persona, model=model, constrained=schema is not None,
+                          prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+                          reused_prompt_tokens=result.extra.get("reused_prompt_tokens"),
+                          first_token_s=result.extra.get("first_token_s"), seconds=round(result.seconds, 3),
+                          attempts=result.attempts)
+        return result
+
+    def utterance(self, persona: str, *, task_id: str, node: str, turn: int, text: str, data: dict) -> None:
+        self._bus.publish("utterance", task_id=task_id, persona=persona, node=node, turn=turn, text=text, data=data)
 
     def record_dissonance(self, persona: str, value: float) -> None:
         self._protos.record_dissonance(persona, value)

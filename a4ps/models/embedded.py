@@ -34,8 +34,19 @@ def resolve_model_path(config: EmbeddedModel, progress: catalog.Progress | None 
 
 
 def thread_count(configured: int) -> int:
-    """0 means one less than the CPU count: leaves a core for the UI, sockets and sandbox."""
-    return configured or max(1, (os.cpu_count() or 2) - 1)
+    """0: every core on a machine of two or fewer (one thread halves the speed there), else one less
+    than the CPU count, which leaves a core for the UI, the sockets and the sandbox."""
+    cores = os.cpu_count() or 2
+    return configured or (cores if cores <= 2 else cores - 1)
+
+
+def _common_prefix(first: list[int], second: list[int]) -> int:
+    count = 0
+    for a, b in zip(first, second):
+        if a != b:
+            break
+        count += 1
+    return count
 
 
 class EmbeddedProvider:
@@ -117,16 +128,26 @@ class EmbeddedProvider:
                 for chunk in stream:
                     piece = chunk["choices"][0]["delta"].get("content")
                     if piece:
+                        if first_piece_s is None:
+                            first_piece_s = time.perf_counter() - started
                         pieces.append(piece)
                         if on_token is not None:
-                            on_token(piece)
+                            on_token(piece)  # may raise to cancel: the stream is closed below
             except ValueError as exc:  # e.g. prompt longer than the context window
                 raise ModelError(f"embedded model refused the request: {exc}") from exc
+            finally:
+                stream.close()
+            # The prompt is what llama.cpp evaluated minus the generated tokens it fed back (all but the last).
+            evaluated = [int(t) for t in llm.input_ids[: llm.n_tokens]]
+            prompt_tokens = max(0, len(evaluated) - max(0, len(pieces) - 1))
+            reused = min(_common_prefix(cached, evaluated), prompt_tokens)
             return ChatResult(
                 text="".join(pieces),
                 model=self.model_path.name,
+                prompt_tokens=prompt_tokens,
                 completion_tokens=len(pieces),
                 seconds=time.perf_counter() - started,
+                extra={"reused_prompt_tokens": reused, "first_token_s": first_piece_s},
             )
 
     def unload(self, model: str | None = None) -> None:

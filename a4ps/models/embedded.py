@@ -114,17 +114,19 @@ class EmbeddedProvider:
             llm = self.load()
             grammar = self._grammar(schema) if schema else None
             started = time.perf_counter()
+            cached = [int(t) for t in llm.input_ids[: llm.n_tokens]]  # what the KV cache holds now
             pieces: list[str] = []
+            first_piece_s = None
+            stream = llm.create_chat_completion(
+                messages=messages,
+                stream=True,
+                grammar=grammar,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_tokens,
+                repeat_penalty=sampling.repeat_penalty,
+            )
             try:
-                stream = llm.create_chat_completion(
-                    messages=messages,
-                    stream=True,
-                    grammar=grammar,
-                    temperature=sampling.temperature,
-                    top_p=sampling.top_p,
-                    max_tokens=sampling.max_tokens,
-                    repeat_penalty=sampling.repeat_penalty,
-                )
                 for chunk in stream:
                     piece = chunk["choices"][0]["delta"].get("content")
                     if piece:

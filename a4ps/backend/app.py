@@ -12,14 +12,15 @@ from typing import Any
 from a4ps.backend.commands import CommandTable
 from a4ps.backend.compose import build_forge, build_memory, build_models
 from a4ps.backend.server import ZmqServer
-from a4ps.backend.tasks import CANCELLED, DONE, FAILED, Task, TaskQueue
+from a4ps.backend.supervisor import Supervisor
+from a4ps.backend.tasks import CANCELLED, DONE, FAILED, RUNNING, Task, TaskQueue
 from a4ps.config import Codex, Settings
 from a4ps.events import EventBus
 from a4ps.events.bus import BusLogHandler
 from a4ps.graph import SocraticGraph, TaskCancelled
 from a4ps.graph.voice import Voices
 from a4ps.models import ModelError
-from a4ps.protos import LivingImage, ProtoManager
+from a4ps.protos import ImageSaveError, LivingImage, ProtoManager
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ IMAGE_FORMAT = 1
 
 
 class Backend:
-    """Owns the organs, the task queue, the worker and autosave threads and the ZeroMQ server."""
+    """Owns the organs, the task queue, the supervised loops and the ZeroMQ server."""
 
     def __init__(self, settings: Settings, codex: Codex):
         self.settings, self.codex = settings, codex
@@ -39,7 +40,7 @@ class Backend:
         self._stop = threading.Event()
         self._cancel_current = threading.Event()  # set to stop the running task at its next token
         self._stop_reason = ""
-        self._threads: list[threading.Thread] = []
+        self.supervisor = Supervisor(self._stop)
         self._save_lock = threading.Lock()
         self.started_at = time.time()
 
@@ -75,6 +76,7 @@ class Backend:
             "current_task": running.task_id if running else None,
             "tools": [tool.as_map() for tool in self.forge.registry.all()],
             "autonomy": dict(self.autonomy),
+            "loops": self.supervisor.health(),
             "image": {"path": str(self.image.last_path) if self.image.last_path else None,
                       "saved_at": self.image.last_saved_at},
         }
@@ -87,26 +89,37 @@ class Backend:
                 "protos": self.protos.export(), "tasks": self.tasks.export()}
 
     def save_image(self, why: str) -> Path:
+        """Raises ImageSaveError (an OSError) with a message that says where and why."""
         with self._save_lock:
             path = self.image.save(self.image_state())
         log.debug("living image saved (%s): %s", why, path.name)
         return path
 
+    def save_image_or_warn(self, why: str) -> str | None:
+        """For saves the caller can live without: None when saved, else the logged reason."""
+        try:
+            self.save_image(why)
+        except ImageSaveError as exc:
+            log.error("%s (after: %s)", exc, why)
+            return str(exc)
+        return None
+
     def ping(self) -> dict[str, Any]:
-        return {"pong": True, "time": time.time(), "provider": self.models.provider_name, "pid": os.getpid()}
+        return {"pong": True, "time": time.time(), "provider": self.models.provider_name, "pid": os.getpid(),
+                "loops": self.supervisor.health()}
 
     # --- tasks ----------------------------------------------------------------------------------
-    def submit(self, text: str, source: str) -> tuple[Task, int]:
+    def submit(self, text: str, source: str) -> tuple[Task, int, str | None]:
+        """Queue a task; the third value is a warning when the queue could not be saved."""
         task, position = self.tasks.submit(text, source)
-        self.save_image("task submitted")
-        return task, position
+        return task, position, self.save_image_or_warn("task submitted")
 
     def cancel(self, task_id: str) -> str | None:
         task = self.tasks.find(task_id)
         if task is None:
             return None
         if self.tasks.cancel_pending(task_id) is not None:
-            self.save_image("task cancelled")
+            self.save_image_or_warn("task cancelled")
             return CANCELLED
         if self.tasks.running is task:
             task.error = "cancelled by the user"
@@ -134,7 +147,10 @@ class Backend:
         self.bus.publish("task", **task.as_map())
 
     def _run_task(self, task: Task) -> None:
-        self.save_image("task started")
+        try:  # a task whose progress cannot be saved is not started
+            self.save_image("task started")
+        except ImageSaveError as exc:
+            raise ImageSaveError(f"task not run: {exc}") from exc
         log.info("task %s started: %s", task.task_id, task.text[:80])
         try:
             final = self.graph.run(task.task_id, task.text, cancel=self._cancel_current)
@@ -159,22 +175,24 @@ class Backend:
         self.tasks.finish(task, DONE, result=final.get("answer", ""))
         log.info("task %s done in %d turn(s)", task.task_id, task.turns)
 
-    def _worker(self) -> None:
-        while not self._stop.is_set():
-            self._cancel_current.clear()
-            task = self.tasks.take(timeout=0.5)
-            if task is None:
-                continue
-            if self._stop.is_set():  # taken just as shutdown began: leave it for the next start
-                self.tasks.requeue(task)
-                break
-            try:
-                self._run_task(task)
-            finally:
-                try:
-                    self.save_image("task finished")
-                except OSError:
-                    log.exception("could not save the living image")
+    def _work_step(self) -> None:
+        """One turn of the task-worker loop: take a task and run it. What escapes fails the task
+        (never leaves it `running`) and then goes to the supervisor, which logs it and goes on."""
+        self._cancel_current.clear()
+        task = self.tasks.take(timeout=0.5)
+        if task is None:
+            return
+        if self._stop.is_set():  # taken just as shutdown began: leave it for the next start
+            self.tasks.requeue(task)
+            return
+        try:
+            self._run_task(task)
+        except Exception as exc:
+            if task.status == RUNNING:
+                self.tasks.finish(task, FAILED, error=str(exc) or type(exc).__name__)
+            raise
+        finally:
+            self.save_image_or_warn("task finished")
 
     def _revalidate_tools(self) -> None:
         """Tools from earlier runs are offered again only after their tests pass in the sandbox."""
@@ -188,13 +206,9 @@ class Backend:
                  f" ({', '.join(broken)})" if broken else "")
         self.publish_snapshot()
 
-    def _autosave(self) -> None:
-        interval = self.settings.image.autosave_interval_s
-        while not self._stop.wait(interval):
-            try:
-                self.save_image("periodic")
-            except OSError:
-                log.exception("periodic image save failed")
+    def _autosave_step(self) -> None:
+        if not self._stop.wait(self.settings.image.autosave_interval_s):
+            self.save_image("periodic")
 
     # --- lifecycle ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -207,11 +221,9 @@ class Backend:
                 self.forge.registry.set_status(tool.name, "validating", tool.validation)
         self.server.start()
         self.save_image("start")
-        threading.Thread(target=self._revalidate_tools, name="tool-revalidation", daemon=True).start()
-        for name, target in (("task-worker", self._worker), ("autosave", self._autosave)):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        self.supervisor.run("task-worker", self._work_step)
+        self.supervisor.run("tool-revalidation", self._revalidate_tools, once=True)
+        self.supervisor.run("autosave", self._autosave_step)
         log.info("backend ready (pid %d, provider %s, data dir %s)", os.getpid(), self.models.provider_name,
                  self.data_dir)
 
@@ -227,20 +239,17 @@ class Backend:
             pass
 
     def shutdown(self) -> None:
-        """Finish or re-queue the running task, save the image, close the sockets."""
+        """Stop in the order documented in a4ps/backend/supervisor.py (and docs/protocol.md)."""
         self.request_stop(self._stop_reason or "shutdown")
         grace = self.settings.backend.shutdown_grace_s
         deadline = time.monotonic() + grace
         while self.tasks.running is not None and time.monotonic() < deadline:
             time.sleep(0.05)
         self._cancel_current.set()
-        workers_done = True
-        for thread in self._threads:
-            thread.join(30)
-            workers_done = workers_done and not thread.is_alive()
-        self.save_image("shutdown")
-        log.info("living image saved; backend stopped")
-        if workers_done:  # never free the model under a generation still running
+        still_running = self.supervisor.join(first=("task-worker",))
+        if self.save_image_or_warn("shutdown") is None:
+            log.info("living image saved; backend stopped")
+        if "task-worker" not in still_running:  # never free the model under a generation still running
             self.models.unload()
         self.memory.close()
         logging.getLogger().removeHandler(self._log_handler)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable
 
 from a4ps.backend.server import RequestError
+from a4ps.protos import ImageSaveError
 from a4ps.protos.proto import ProtoEditError
 
 if TYPE_CHECKING:
@@ -62,8 +63,8 @@ class CommandTable:
         if len(text) > MAX_TASK_CHARS:
             raise RequestError("invalid_value", f"task text is over {MAX_TASK_CHARS} characters")
         source = _field(request, "source", str, required=False) or "user"
-        task, position = self._backend.submit(text, source[:40])
-        return {"task_id": task.task_id, "position": position}
+        task, position, warning = self._backend.submit(text, source[:40])
+        return {"task_id": task.task_id, "position": position, **({"warning": warning} if warning else {})}
 
     def get_state(self, request: dict) -> dict:
         return {"state": self._backend.snapshot()}
@@ -77,8 +78,8 @@ class CommandTable:
             raise RequestError("not_found", str(exc.args[0])) from None
         except ProtoEditError as exc:
             raise RequestError("invalid_value", str(exc)) from None
-        self._backend.save_image("proto edited")
-        return {"proto": proto.as_map()}
+        warning = self._backend.save_image_or_warn("proto edited")
+        return {"proto": proto.as_map(), **({"warning": warning} if warning else {})}
 
     def cancel_task(self, request: dict) -> dict:
         task_id = _field(request, "task_id", str)
@@ -88,7 +89,10 @@ class CommandTable:
         return {"status": status}
 
     def save_image(self, request: dict) -> dict:
-        path = self._backend.save_image("requested")
+        try:
+            path = self._backend.save_image("requested")
+        except ImageSaveError as exc:
+            raise RequestError("not_saved", str(exc)) from None
         return {"path": str(path), "saved_at": self._backend.image.last_saved_at}
 
     def shutdown(self, request: dict) -> dict:

@@ -29,6 +29,10 @@ class ImageError(Exception):
     """An image file is unsigned, tampered, truncated or unreadable."""
 
 
+class ImageSaveError(OSError):
+    """The image could not be written (disk full, folder gone, state not picklable); says where and why."""
+
+
 def load_or_create_key(path: Path) -> bytes:
     """The signing key; created atomically with mode 0600 on first run."""
     try:
@@ -76,7 +80,19 @@ class LivingImage:
         return sorted(self.directory.glob("image-*.dill"), reverse=True)
 
     def save(self, state: dict[str, Any]) -> Path:
-        """Write a new checkpoint atomically (temp, fsync, rename) and prune old ones."""
+        """Write a new checkpoint atomically (temp, fsync, rename) and prune old ones.
+
+        Raises ImageSaveError, whatever went wrong, so callers handle one kind of failure."""
+        try:
+            return self._save(state)
+        except ImageSaveError:
+            raise
+        except Exception as exc:  # OSError, a dill PicklingError, a bad key file...
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            where = getattr(exc, "filename", None) or self.directory
+            raise ImageSaveError(f"the living image cannot be saved ({where}: {detail})") from exc
+
+    def _save(self, state: dict[str, Any]) -> Path:
         payload = dill.dumps(state)
         with self._lock:
             key = self._signing_key()

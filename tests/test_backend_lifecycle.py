@@ -61,7 +61,7 @@ def test_sigterm_during_a_task_requeues_it_and_exits_0(tmp_path):
     assert "living image saved; backend stopped" in backend.output()
     state, _ = image_of(data).load_latest()
     assert [t["task_id"] for t in state["tasks"] if t["status"] == "queued"] == [task_id]
-    assert state["protos"]["BRICK"].temperature == 0.11  # live edits persist in the image
+    assert state["protos"]["overrides"]["BRICK"]["temperature"]["value"] == 0.11  # live edits persist
 
 
 def test_cancel_running_task(tmp_path):

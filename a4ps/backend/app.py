@@ -24,7 +24,7 @@ from a4ps.protos import ImageSaveError, LivingImage, ProtoManager
 
 log = logging.getLogger(__name__)
 
-IMAGE_FORMAT = 1
+IMAGE_FORMAT = 2  # 2: protos stored as live edits over a codex version (1: whole Proto objects)
 
 
 class Backend:
@@ -48,7 +48,7 @@ class Backend:
         log.info("model provider: %s (%s)", self.models.provider_name, self.models.reason)
 
         state, _ = self.image.load_latest()
-        state = state if state and state.get("format") == IMAGE_FORMAT else None
+        state = state if state and state.get("format") in (1, IMAGE_FORMAT) else None
         self.protos = ProtoManager.from_codex(codex, self.models.provider_name, (state or {}).get("protos"))
         self.tasks = TaskQueue(settings.backend.recent_tasks)
         if state:

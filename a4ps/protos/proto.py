@@ -1,12 +1,26 @@
-"""Live persona objects: editable state (prompt, model, sampling) plus counters and status."""
+"""Live persona objects: editable state (prompt, model, sampling) plus counters and status.
+
+The codex is the source of a persona; the living image keeps only what was changed live
+(`update_proto`) as overrides on top of the codex version they were made against, so codex edits
+and a change of model provider always take effect:
+- an override is dropped (with a log line) when the codex version changed, or when the codex value
+  it replaced changed (the codex was edited under it);
+- a `model` override belongs to the provider it was made for; under another provider the
+  persona's model for that provider (from the codex) is used and the override waits.
+Counters and last dissonance are statistics, kept across restarts whatever the codex says.
+"""
 
 from __future__ import annotations
 
+import copy
+import logging
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from a4ps.config.schema import Codex, Persona
+
+log = logging.getLogger(__name__)
 
 EDITABLE = {
     "system_prompt": (str, lambda v: 0 < len(v) <= 20_000, "a non-empty string of at most 20,000 chars"),
@@ -55,21 +69,42 @@ class Proto:
 class ProtoManager:
     """Holds the protos; every change goes through here so listeners (the UI) hear about it."""
 
-    def __init__(self, protos: dict[str, Proto], on_change: Callable[[Proto], None] | None = None):
+    def __init__(self, protos: dict[str, Proto], on_change: Callable[[Proto], None] | None = None, *,
+                 codex: Codex | None = None, provider: str = "",
+                 overrides: dict[str, dict[str, dict[str, Any]]] | None = None):
         self._protos = protos
         self._lock = threading.RLock()
         self._on_change = on_change
+        self._codex_version = codex.version if codex is not None else None
+        self._personas = {p.name: p for p in codex.persona} if codex is not None else {}
+        self._provider = provider
+        self._overrides = overrides or {}  # persona -> key ("temperature", "model@ollama") -> record
 
     @classmethod
-    def from_codex(cls, codex: Codex, provider: str, restored: dict[str, Proto] | None = None,
+    def from_codex(cls, codex: Codex, provider: str, saved: Any = None,
                    on_change: Callable[[Proto], None] | None = None) -> "ProtoManager":
-        """Personas from the codex; live state restored from the image wins where present."""
-        protos = {}
-        for persona in codex.persona:
-            previous = (restored or {}).get(persona.name)
-            protos[persona.name] = previous if previous is not None else Proto.from_persona(persona, provider)
-            protos[persona.name].status = "idle"
-        return cls(protos, on_change)
+        """Personas from the codex for `provider`, with the live edits and counters of `saved`
+        (what `export` returned, from the image) that still apply; see the module docstring."""
+        protos = {persona.name: Proto.from_persona(persona, provider) for persona in codex.persona}
+        overrides: dict[str, dict[str, dict[str, Any]]] = {}
+        if isinstance(saved, dict) and isinstance(saved.get("overrides"), dict):
+            overrides = _still_valid(codex, saved, provider)
+            for name, stats in (saved.get("stats") or {}).items():
+                if name in protos and isinstance(stats, dict):
+                    protos[name].counters.update(stats.get("counters") or {})
+                    protos[name].last_dissonance = stats.get("last_dissonance")
+        elif isinstance(saved, dict) and saved:  # an image from before overrides: keep the counters only
+            for name, old in saved.items():
+                if name in protos and isinstance(getattr(old, "counters", None), dict):
+                    protos[name].counters.update(old.counters)
+            log.info("living image from an older format: persona settings come from codex version %d",
+                     codex.version)
+        manager = cls(protos, on_change, codex=codex, provider=provider, overrides=overrides)
+        for name, records in overrides.items():
+            for key, record in records.items():
+                if _applies(key, provider):
+                    setattr(protos[name], _field_of(key), record["value"])
+        return manager
 
     def set_listener(self, on_change: Callable[[Proto], None]) -> None:
         self._on_change = on_change
@@ -89,10 +124,20 @@ class ProtoManager:
         with self._lock:
             return [proto.as_map() for proto in self._protos.values()]
 
-    def export(self) -> dict[str, Proto]:
-        """A deep copy for the image (so a save never races a live edit)."""
+    def export(self) -> dict[str, Any]:
+        """Plain data for the image: the live edits (against this codex version) and the counters."""
         with self._lock:
-            return {name: Proto(**proto.as_map()) for name, proto in self._protos.items()}
+            return {"codex_version": self._codex_version,
+                    "overrides": copy.deepcopy(self._overrides),
+                    "stats": {name: {"counters": dict(p.counters), "last_dissonance": p.last_dissonance}
+                              for name, p in self._protos.items()}}
+
+    def overrides(self) -> dict[str, dict[str, Any]]:
+        """The live edits in force, persona -> field -> value (for display and tests)."""
+        with self._lock:
+            return {name: {_field_of(key): record["value"] for key, record in records.items()
+                           if _applies(key, self._provider)}
+                    for name, records in self._overrides.items()}
 
     def _changed(self, proto: Proto) -> None:
         if self._on_change is not None:
@@ -116,8 +161,24 @@ class ProtoManager:
             proto = self.get(name)
             for key, value in clean.items():
                 setattr(proto, key, value)
+                self._record_override(name, key, value)
         self._changed(proto)
         return proto
+
+    def _record_override(self, name: str, field_name: str, value: Any) -> None:
+        """Remember a live edit with the codex value it replaces; an edit back to the codex clears it."""
+        persona = self._personas.get(name)
+        if persona is None:
+            return
+        base = _codex_value(persona, field_name, self._provider)
+        key = f"model@{self._provider}" if field_name == "model" else field_name
+        records = self._overrides.setdefault(name, {})
+        if value == base:
+            records.pop(key, None)
+        else:
+            records[key] = {"value": value, "base": base}
+        if not records:
+            del self._overrides[name]
 
     def set_status(self, name: str, status: str) -> None:
         with self._lock:
@@ -143,3 +204,47 @@ class ProtoManager:
         with self._lock:
             for name in names:
                 self.get(name).counters["tasks"] += 1
+
+
+def _field_of(key: str) -> str:
+    return key.split("@", 1)[0]
+
+
+def _applies(key: str, provider: str) -> bool:
+    """`model@ollama` applies only under ollama; other fields apply under any provider."""
+    return "@" not in key or key.split("@", 1)[1] == provider
+
+
+def _codex_value(persona: Persona, field_name: str, provider: str) -> Any:
+    if field_name == "model":
+        return persona.models.get(provider)
+    return getattr(persona, field_name)
+
+
+def _still_valid(codex: Codex, saved: dict[str, Any], provider: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """The saved overrides that still apply to this codex; each dropped one gets a log line."""
+    overrides = saved["overrides"]
+    edits = [f"{name}.{key}" for name, records in overrides.items() for key in records]
+    if saved.get("codex_version") != codex.version:
+        if edits:
+            log.warning("codex version changed (%s -> %s): live edits dropped, the codex wins: %s",
+                        saved.get("codex_version"), codex.version, ", ".join(sorted(edits)))
+        return {}
+    personas = {p.name: p for p in codex.persona}
+    kept: dict[str, dict[str, dict[str, Any]]] = {}
+    for name, records in overrides.items():
+        for key, record in records.items():
+            field_name, provider_of_edit = _field_of(key), key.partition("@")[2] or provider
+            if name not in personas or field_name not in EDITABLE:
+                log.warning("live edit %s.%s dropped: no such persona or field in the codex", name, key)
+                continue
+            base = _codex_value(personas[name], field_name, provider_of_edit)
+            if record.get("base") != base:
+                log.warning("live edit %s.%s dropped: the codex changed under it (%r -> %r), the codex wins",
+                            name, key, record.get("base"), base)
+                continue
+            if not _applies(key, provider):
+                log.info("live edit %s.%s kept for %s; under %s the codex model %r is used",
+                         name, key, provider_of_edit, provider, personas[name].models.get(provider))
+            kept.setdefault(name, {})[key] = dict(record)
+    return kept

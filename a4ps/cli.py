@@ -71,9 +71,9 @@ class _DialoguePrinter:
 
 def _connect(settings: Settings, timeout_s: float):
     """REQ + a live SUB (its join snapshot received), or an error line for the user."""
-    from a4ps.client import BackendUnavailable, EventSubscriber, Requester
+    from a4ps.client import BackendUnavailable, EventSubscriber, Requester, control_token_path
 
-    requester = Requester(settings.zmq.rep_addr, timeout_s=timeout_s)
+    requester = Requester(settings.zmq.rep_addr, timeout_s=timeout_s, token_file=control_token_path(settings.data_dir))
     try:
         requester.request("ping")
     except BackendUnavailable:

@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from a4ps.backend.app import Backend  # noqa: E402
-from a4ps.client import EventSubscriber, Requester  # noqa: E402
+from a4ps.client import EventSubscriber, Requester, control_token_path  # noqa: E402
 from a4ps.config import load_codex, load_settings  # noqa: E402
 from a4ps.models.embedded import thread_count  # noqa: E402
 from a4ps.models.structured import schema_to_gbnf  # noqa: E402
@@ -62,7 +62,7 @@ def run_backend_task(task: str, turns: int, data_dir: str) -> tuple[float, Recor
     backend.start()
     events = EventSubscriber(settings.zmq.pub_addr)
     events.wait_for("state", 10)
-    requester = Requester(settings.zmq.rep_addr)
+    requester = Requester(settings.zmq.rep_addr, token_file=control_token_path(settings.data_dir))
     started = time.perf_counter()
     task_id = requester.request("submit_task", text=task)["task_id"]
     final = None

@@ -53,7 +53,7 @@ def test_update_proto_applies_live_and_is_announced(backend):
     ({"command": "ping"}, "bad_request"),
 ])
 def test_invalid_commands_get_clear_errors(backend, request_map, code):
-    reply = Requester(backend.rep_addr).request_raw(msgpack.packb(request_map))
+    reply = Requester(backend.rep_addr).request_raw(msgpack.packb({**request_map, "token": backend.token}))
     assert reply["ok"] is False and reply["code"] == code and reply["error"]
 
 

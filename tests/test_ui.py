@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.test_ui_harness import (ProtocolPeer, UnitTestTouch, drag, open_modals, press_enter, pump,
+from tests.support.ui_harness import (ProtocolPeer, UnitTestTouch, drag, open_modals, press_enter, pump,
                                    running_workspace, screenshot, settle, tap, type_text, ui_settings, wait_until,
                                    wheel)
 from tests.support.backend import BackendProcess
@@ -22,7 +22,7 @@ FINISHED = ("done", "failed", "cancelled")
 @pytest.fixture
 def workspace(backend, tmp_path):
     settings = ui_settings(backend.config_dir, tmp_path / "ui-data", backend.pub_addr, backend.rep_addr)
-    with running_workspace(settings) as ws:
+    with running_workspace(settings, backend.token_file) as ws:
         wait_until(lambda: ws.snapshots > 0 and len(ws.morph_canvas.protos) == 3, 30, "the join snapshot")
         yield ws
 

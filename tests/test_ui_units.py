@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-import tests.test_ui_harness  # noqa: F401  (configures Kivy before anything imports it)
+import tests.support.ui_harness  # noqa: F401  (configures Kivy before anything imports it)
 from a4ps.ui import theme
 from a4ps.ui.approval_dialog import diff_colour, parse_proposal
 from a4ps.ui.morph_positions import MorphPositions

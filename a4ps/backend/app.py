@@ -11,9 +11,11 @@ from typing import Any
 
 from a4ps.backend.commands import CommandTable
 from a4ps.backend.compose import build_forge, build_memory, build_models
+from a4ps.backend.guard import CommandGuard, ensure_control_token
 from a4ps.backend.server import ZmqServer
 from a4ps.backend.supervisor import Supervisor
 from a4ps.backend.tasks import CANCELLED, DONE, FAILED, RUNNING, Task, TaskQueue
+from a4ps.client import control_token_path
 from a4ps.config import Codex, Settings
 from a4ps.events import EventBus
 from a4ps.events.bus import BusLogHandler
@@ -61,9 +63,10 @@ class Backend:
         self.memory = build_memory(settings, self.models)
         self.graph = SocraticGraph(self.voices, codex, settings.graph, self.bus, workshop=self.forge,
                                    recall=self.recall_for_plan)
-        self.commands = CommandTable(self)
+        guard = CommandGuard(ensure_control_token(self.data_dir), control_token_path(self.data_dir))
+        self.commands = CommandTable(self, guard)
         self.server = ZmqServer(settings.zmq.pub_addr, settings.zmq.rep_addr, settings.zmq.max_request_bytes,
-                                self.commands, on_join=self.publish_snapshot)
+                                self.commands, on_join=self.publish_snapshot, allow_remote=settings.zmq.allow_remote)
 
     # --- state ----------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""The REP commands: argument checking and dispatch to the backend (docs/protocol.md)."""
+"""The REP commands: the token guard, argument checking and dispatch to the backend (docs/protocol.md)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from a4ps.backend.guard import CommandGuard
 from a4ps.backend.server import RequestError
 from a4ps.protos import ImageSaveError
 from a4ps.protos.proto import ProtoEditError
@@ -26,10 +27,12 @@ def _field(request: dict, name: str, kind: type, *, required: bool = True) -> An
 
 
 class CommandTable:
-    """Maps `cmd` to a method; each validates its own arguments."""
+    """Maps `cmd` to a method; each validates its own arguments. State-changing commands are
+    refused without the control token (see a4ps/backend/guard.py)."""
 
-    def __init__(self, backend: "Backend"):
+    def __init__(self, backend: "Backend", guard: CommandGuard):
         self._backend = backend
+        self._guard = guard
         self._commands: dict[str, Callable[[dict], dict]] = {
             "ping": self.ping,
             "submit_task": self.submit_task,
@@ -42,15 +45,19 @@ class CommandTable:
             "get_tool": self.get_tool,
         }
 
-    def register(self, name: str, command: Callable[[dict], dict]) -> None:
-        """Organs that arrive later (forge, cadence) add their commands here."""
+    def register(self, name: str, command: Callable[[dict], dict], *, reads: bool = False) -> None:
+        """Organs that arrive later (forge, cadence) add their commands here; they need the token
+        unless `reads` says they only read state."""
         self._commands[name] = command
+        if reads:
+            self._guard.allow_reading(name)
 
     def __call__(self, request: dict) -> dict:
         command = self._commands.get(request["cmd"])
         if command is None:
             raise RequestError("unknown_command", f"unknown command {request['cmd']!r} "
                                                   f"(known: {', '.join(sorted(self._commands))})")
+        self._guard.check(request)
         return command(request)
 
     def ping(self, request: dict) -> dict:

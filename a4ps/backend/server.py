@@ -13,6 +13,7 @@ from typing import Any, Callable
 import msgpack
 import zmq
 
+from a4ps.config.loader import bind_address_problem
 from a4ps.events import Event
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,9 @@ class ZmqServer:
     """Serves commands through `handler` and publishes events handed to `publish`."""
 
     def __init__(self, pub_addr: str, rep_addr: str, max_request_bytes: int, handler: Handler,
-                 on_join: Callable[[], None]):
+                 on_join: Callable[[], None], allow_remote: bool = False):
         self.pub_addr, self.rep_addr = pub_addr, rep_addr
+        self._allow_remote = allow_remote
         self._max_request = max_request_bytes
         self._handler = handler
         self._on_join = on_join
@@ -53,7 +55,11 @@ class ZmqServer:
         self._bind_error: Exception | None = None
 
     def start(self) -> None:
-        """Bind (raising if an address is taken) and serve on a thread."""
+        """Bind (raising OSError if an address is taken or not local) and serve on a thread."""
+        for address in (self.pub_addr, self.rep_addr):
+            problem = None if self._allow_remote else bind_address_problem(address)
+            if problem:
+                raise OSError(f"refusing to serve on {address!r}: it {problem} (zmq.allow_remote is false)")
         self._thread = threading.Thread(target=self._serve, name="zmq-server", daemon=True)
         self._thread.start()
         self._ready.wait(10)

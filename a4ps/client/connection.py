@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import zmq
 
 HWM = 100_000
+CONTROL_TOKEN_FILE = "control.token"
+
+
+def control_token_path(data_dir: Path | str) -> Path:
+    """Where the backend keeps the token that state-changing commands carry (docs/protocol.md)."""
+    return Path(data_dir) / CONTROL_TOKEN_FILE
+
+
+def read_token(path: Path | None) -> str | None:
+    """The control token, or None when the file is absent or unreadable (reading commands still work)."""
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="ascii").strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 class BackendUnavailable(ConnectionError):
@@ -19,12 +36,15 @@ class BackendUnavailable(ConnectionError):
 class Requester:
     """Sends commands over REQ; a timed-out socket is replaced so the next call starts clean.
 
-    Thread-safe: one request at a time.
+    With `token_file`, every request carries the control token read from it at send time (so a
+    client started before the backend created it still works). Thread-safe: one request at a time.
     """
 
-    def __init__(self, address: str, timeout_s: float = 5.0, context: zmq.Context | None = None):
+    def __init__(self, address: str, timeout_s: float = 5.0, context: zmq.Context | None = None,
+                 token_file: Path | None = None):
         self.address = address
         self.timeout_s = timeout_s
+        self.token_file = token_file
         self._context = context or zmq.Context.instance()
         self._socket: zmq.Socket | None = None
         self._lock = threading.Lock()
@@ -46,6 +66,9 @@ class Requester:
 
     def request(self, cmd: str, timeout_s: float | None = None, **args: Any) -> dict:
         """Send {cmd, **args}; return the reply map (which has `ok`). Raises BackendUnavailable."""
+        token = read_token(self.token_file)
+        if token is not None and "token" not in args:
+            args["token"] = token
         payload = msgpack.packb({"cmd": cmd, **args}, use_bin_type=True)
         return self.request_raw(payload, timeout_s)
 

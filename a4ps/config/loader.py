@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
@@ -65,7 +66,8 @@ def _from_root(value: str) -> Path:
 
 
 def load_settings(path: Path | None = None) -> Settings:
-    """settings.toml, validated, with env overrides (A4PS_DATA_DIR, A4PS_PUB_ADDR, A4PS_REP_ADDR)."""
+    """settings.toml, validated, with env overrides (A4PS_DATA_DIR, A4PS_PUB_ADDR, A4PS_REP_ADDR);
+    a bind address that could serve other machines is an error unless zmq.allow_remote is set."""
     settings = _load(path or config_dir() / "settings.toml", Settings)
     data_dir = os.environ.get("A4PS_DATA_DIR") or settings.data_dir
     resolved = Path(data_dir)
@@ -75,9 +77,36 @@ def load_settings(path: Path | None = None) -> Settings:
     embedded = settings.models.embedded
     embedded.models_dir = str(_from_root(embedded.models_dir) if embedded.models_dir else resolved / "models")
     embedded.model_path = str(_from_root(embedded.model_path)) if embedded.model_path else ""
-    settings.zmq.pub_addr = os.environ.get("A4PS_PUB_ADDR") or settings.zmq.pub_addr
-    settings.zmq.rep_addr = os.environ.get("A4PS_REP_ADDR") or settings.zmq.rep_addr
+    for key, env in (("pub_addr", "A4PS_PUB_ADDR"), ("rep_addr", "A4PS_REP_ADDR")):
+        source = f"{path or config_dir() / 'settings.toml'}: key 'zmq.{key}'"
+        if os.environ.get(env):
+            setattr(settings.zmq, key, os.environ[env])
+            source = f"environment variable {env}"
+        problem = None if settings.zmq.allow_remote else bind_address_problem(getattr(settings.zmq, key))
+        if problem:
+            raise ConfigError(f"{source}: {getattr(settings.zmq, key)!r} {problem}; only loopback or ipc:// "
+                              f"addresses are served unless zmq.allow_remote = true")
     return settings
+
+
+def bind_address_problem(address: str) -> str | None:
+    """None when a ZeroMQ address stays on this machine (loopback tcp, ipc://, inproc://), else why not."""
+    transport, sep, endpoint = address.partition("://")
+    if not sep:
+        return "is not a ZeroMQ address (transport://endpoint)"
+    if transport in ("ipc", "inproc"):
+        return None
+    if transport != "tcp":
+        return f"uses transport {transport!r}, which can reach other machines"
+    host = endpoint.rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return f"listens on {host!r}, which is not a loopback address"
 
 
 def load_codex(path: Path | None = None) -> Codex:

@@ -69,6 +69,7 @@ class Zmq(_Strict):
     pub_addr: str
     rep_addr: str
     max_request_bytes: int = Field(ge=1024)
+    allow_remote: bool = False
 
 
 class Backend(_Strict):

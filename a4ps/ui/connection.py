@@ -11,6 +11,7 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import zmq
@@ -32,8 +33,9 @@ class BackendBridge:
 
     def __init__(self, pub_addr: str, rep_addr: str, on_event: EventHandler, on_connection: ConnectionHandler,
                  *, request_timeout_s: float = 5.0, ping_interval_s: float = 2.0, ping_timeout_s: float = 1.5,
-                 poll_interval_s: float = 1 / 30, drain_limit: int = 500):
+                 poll_interval_s: float = 1 / 30, drain_limit: int = 500, token_file: Path | None = None):
         self.pub_addr, self.rep_addr = pub_addr, rep_addr
+        self._token_file = token_file  # the backend's control.token: state-changing commands carry it
         self._on_event = on_event
         self._on_connection = on_connection
         self._request_timeout_s = request_timeout_s
@@ -53,7 +55,7 @@ class BackendBridge:
     def start(self) -> None:
         """Connect the sockets, start the worker thread and the event drain, ask for a snapshot."""
         self._subscriber = EventSubscriber(self.pub_addr)
-        self._requester = Requester(self.rep_addr, timeout_s=self._request_timeout_s)
+        self._requester = Requester(self.rep_addr, timeout_s=self._request_timeout_s, token_file=self._token_file)
         self._thread = threading.Thread(target=self._work, name="a4ps-ui-requests", daemon=True)
         self._thread.start()
         self._poll = Clock.schedule_interval(self._drain, self._poll_interval_s)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from kivy.app import App
 from kivy.core.window import Window
 from kivy.graphics import Color, Rectangle
 from kivy.metrics import dp
 from kivy.uix.boxlayout import BoxLayout
 
+from a4ps.client import control_token_path
 from a4ps.config import Settings
 from a4ps.ui import theme
 from a4ps.ui.approval_dialog import ApprovalDialog, parse_proposal
@@ -29,7 +32,8 @@ def _is_number(value: object) -> bool:
 class Workspace(BoxLayout):
     """Status bar, Morphic canvas, dissonance plot, dialogue log and task box, fed by the backend."""
 
-    def __init__(self, settings: Settings, **kwargs):
+    def __init__(self, settings: Settings, token_file: Path | None = None, **kwargs):
+        """`token_file`: the backend's control token; by default control.token in settings.data_dir."""
         kwargs.setdefault("orientation", "vertical")
         kwargs.setdefault("padding", dp(10))
         kwargs.setdefault("spacing", dp(10))
@@ -41,7 +45,8 @@ class Workspace(BoxLayout):
                   size=lambda *_: setattr(self._bg, "size", self.size))
         self.settings = settings
         self.bridge = BackendBridge(settings.zmq.pub_addr, settings.zmq.rep_addr, self.handle_event,
-                                    self._on_connection)
+                                    self._on_connection,
+                                    token_file=token_file or control_token_path(settings.data_dir))
         self.tasks: dict[str, dict] = {}
         self.inspectors: dict[str, ProtoInspector] = {}
         self.approvals: dict[object, ApprovalDialog] = {}

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from a4ps.client import BackendUnavailable, EventSubscriber, Requester
+from a4ps.client import BackendUnavailable, EventSubscriber, Requester, control_token_path, read_token
 from a4ps.config.loader import project_root
 from tests.support.config import free_port
 
@@ -44,9 +44,19 @@ class BackendProcess:
                 continue
         raise RuntimeError(f"backend did not answer ping:\n{self.output()}")
 
+    @property
+    def token_file(self) -> Path:
+        return control_token_path(self.data_dir)
+
+    @property
+    def token(self) -> str | None:
+        """The control token, as a local client reads it."""
+        return read_token(self.token_file)
+
     def request(self, cmd: str, timeout_s: float = 10.0, **args) -> dict:
+        """A command as a local client sends it: with the control token."""
         if self._requester is None:
-            self._requester = Requester(self.rep_addr, timeout_s=timeout_s)
+            self._requester = Requester(self.rep_addr, timeout_s=timeout_s, token_file=self.token_file)
         return self._requester.request(cmd, timeout_s=timeout_s, **args)
 
     def subscribe(self) -> EventSubscriber:

@@ -158,12 +158,13 @@ def open_modals() -> list[ModalView]:
 
 
 @contextmanager
-def running_workspace(settings: Settings):
-    """A Workspace as the window's root, connected; closed (with any dialogs) afterwards."""
+def running_workspace(settings: Settings, token_file: Path | None = None):
+    """A Workspace as the window's root, connected (with the backend's control token file, whose
+    data dir differs from the UI's here); closed (with any dialogs) afterwards."""
     from a4ps.ui.workspace import Workspace
 
     ensure_window()
-    workspace = Workspace(settings)
+    workspace = Workspace(settings, token_file=token_file)
     Window.add_widget(workspace)
     workspace.start()
     try:

@@ -21,6 +21,21 @@ def test_ping_and_state(backend):
     assert state["autonomy"]["state"] in ("idle", "running", "paused")
 
 
+def test_get_state_carries_the_seq_it_reflects(backend):
+    events = EventSubscriber(backend.pub_addr)
+    joined = events.wait_for("state", 10.0)
+    first = backend.request("get_state")
+    assert first["state"]["run_id"] == joined["snapshot"]["run_id"] == backend.request("ping")["run_id"]
+    assert isinstance(first["seq"], int) and first["seq"] >= joined["seq"]
+    backend.request("update_proto", name="ALFRED", changes={"top_p": 0.8})
+    announced = events.wait_for("proto", 5.0)
+    assert announced["seq"] > first["seq"], "an event after a snapshot has a newer seq"
+    second = backend.request("get_state")
+    assert second["seq"] >= announced["seq"]
+    assert next(p for p in second["state"]["protos"] if p["name"] == "ALFRED")["top_p"] == 0.8
+    events.close()
+
+
 def test_join_snapshot_arrives_for_every_new_subscriber(backend):
     for _ in range(3):
         events = EventSubscriber(backend.pub_addr)

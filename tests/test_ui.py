@@ -327,6 +327,50 @@ def test_an_event_gap_makes_the_ui_fetch_a_fresh_snapshot(tmp_path):
         peer.close()
 
 
+def test_a_late_snapshot_never_moves_a_task_backwards(tmp_path):
+    """A resync's get_state reply that arrives after newer events is shown before them, never over
+    them; an event older than the snapshot shown is dropped."""
+    task = {"task_id": "t-1", "text": "Count to three.", "source": "user", "created_at": 1.0, "turns": 0,
+            "dissonance": [], "result": None, "error": None}
+
+    def state(status: str, seq: int) -> dict:
+        snapshot = {"run_id": "r1", "provider": "embedded", "provider_reason": "test", "protos": [], "tools": [],
+                    "tasks": [{**task, "status": status}], "current_task": None, "image": {},
+                    "autonomy": {"state": "idle", "reason": ""}}
+        return {"ok": True, "state": snapshot, "seq": seq}
+
+    def log_event(seq: int, message: str) -> dict:
+        return {"seq": seq, "time": time.time(), "level": "INFO", "logger": "t", "message": message}
+
+    peer = ProtocolPeer({"ping": {"ok": True, "pong": True, "provider": "embedded", "pid": 1, "time": 0.0},
+                         "get_state": state("running", 4)})
+    settings = ui_settings(write_config(tmp_path / "config"), tmp_path / "ui-data", peer.pub_addr, peer.rep_addr)
+    try:
+        with running_workspace(settings) as ws:
+            peer.wait_subscribed()
+            wait_until(lambda: ws.tasks.get("t-1", {}).get("status") == "running", 10, "the first snapshot")
+            peer.publish("task", {**task, "status": "done", "result": "3", "seq": 5, "time": time.time()})
+            wait_until(lambda: ws.tasks["t-1"]["status"] == "done", 10, "the task's end")
+
+            peer.hold("get_state")  # the next snapshot, reflecting seq 7, comes late
+            peer.set_reply("get_state", state("running", 7))
+            peer.publish("log", log_event(8, "after a gap"))  # 6 and 7 were lost: the UI resyncs
+            wait_until(lambda: len(peer.commands("get_state")) == 2, 10, "the resync request")
+            peer.publish("task", {**task, "status": "done", "result": "3", "seq": 9, "time": time.time()})
+            settle(0.3)  # lets the UI drain seq 9 before the reply (the assertions hold either way)
+            peer.release("get_state")
+            wait_until(lambda: ws.snapshots == 2 and "after a gap" in ws.status_bar.log_label.text, 10,
+                       "the late snapshot and the events held meanwhile")
+            assert ws.tasks["t-1"]["status"] == "done" and ws.dialogue.headers["t-1"].status == "done"
+
+            peer.publish("task", {**task, "status": "running", "seq": 6, "time": time.time()})  # older
+            peer.publish("log", log_event(10, "newest"))
+            wait_until(lambda: "newest" in ws.status_bar.log_label.text, 10, "the newest event")
+            assert ws.tasks["t-1"]["status"] == "done", "an event the snapshot already reflects was applied"
+    finally:
+        peer.close()
+
+
 def test_malformed_events_change_nothing_and_break_nothing(workspace):
     shown = len(workspace.dialogue.body.children)
     for topic, event in [("proto", {"proto": "BRICK"}), ("proto", {"proto": {"name": 3}}), ("task", {"task_id": 5}),

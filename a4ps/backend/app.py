@@ -6,6 +6,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ class Backend:
         self.supervisor = Supervisor(self._stop)
         self._save_lock = threading.Lock()
         self.started_at = time.time()
+        self.run_id = uuid.uuid4().hex[:16]  # this process: event seq restarts with each run_id
 
         self.models = build_models(settings, codex)
         log.info("model provider: %s (%s)", self.models.provider_name, self.models.reason)
@@ -66,12 +68,13 @@ class Backend:
         guard = CommandGuard(ensure_control_token(self.data_dir), control_token_path(self.data_dir))
         self.commands = CommandTable(self, guard)
         self.server = ZmqServer(settings.zmq.pub_addr, settings.zmq.rep_addr, settings.zmq.max_request_bytes,
-                                self.commands, on_join=self.publish_snapshot, allow_remote=settings.zmq.allow_remote)
+                                self.commands, snapshot=self.snapshot, allow_remote=settings.zmq.allow_remote)
 
     # --- state ----------------------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
         running = self.tasks.running
         return {
+            "run_id": self.run_id,
             "provider": self.models.provider_name,
             "provider_reason": self.models.reason,
             "protos": self.protos.snapshot(),
@@ -85,7 +88,13 @@ class Backend:
         }
 
     def publish_snapshot(self) -> None:
-        self.bus.publish("state", snapshot=self.snapshot())
+        """A `state` event, built in its turn on the event stream (see a4ps/backend/server.py)."""
+        self.server.publish_snapshot()
+
+    def snapshot_with_seq(self) -> tuple[dict[str, Any], int]:
+        """The snapshot and the newest event seq it reflects (read first, so it is reflected)."""
+        seq = self.server.published_seq()
+        return self.snapshot(), seq
 
     def image_state(self) -> dict[str, Any]:
         return {"format": IMAGE_FORMAT, "saved_at": time.time(), "codex_version": self.codex.version,
@@ -109,7 +118,7 @@ class Backend:
 
     def ping(self) -> dict[str, Any]:
         return {"pong": True, "time": time.time(), "provider": self.models.provider_name, "pid": os.getpid(),
-                "loops": self.supervisor.health()}
+                "run_id": self.run_id, "loops": self.supervisor.health()}
 
     # --- tasks ----------------------------------------------------------------------------------
     def submit(self, text: str, source: str) -> tuple[Task, int, str | None]:

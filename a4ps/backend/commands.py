@@ -74,7 +74,8 @@ class CommandTable:
         return {"task_id": task.task_id, "position": position, **({"warning": warning} if warning else {})}
 
     def get_state(self, request: dict) -> dict:
-        return {"state": self._backend.snapshot()}
+        state, seq = self._backend.snapshot_with_seq()
+        return {"state": state, "seq": seq}
 
     def update_proto(self, request: dict) -> dict:
         name = _field(request, "name", str)

@@ -1,13 +1,22 @@
 """ZeroMQ front door: XPUB for events (a snapshot on every join) and REP for commands.
 
-One thread owns both sockets. Other threads hand events over an inproc PUSH/PULL pair (a socket
-per thread), so publishing never touches a socket owned by another thread.
+One thread owns both sockets. Events reach it on one ordered path: `publish` (any thread) stamps
+the wire `seq` and serialises the event under one lock, appends it to an outbox and rings a pipe
+the server thread polls beside its sockets; the server thread sends the outbox in order. So
+clients see seq strictly increasing, and no publishing thread owns a socket.
+
+A `state` event (the snapshot) takes its seq in the same order but is built by the server thread
+when its turn comes, so it reflects at least every event with a lower seq. `published_seq` is the
+newest seq stamped: a snapshot built after reading it reflects every event up to it (get_state).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
+from collections import deque
 from typing import Any, Callable
 
 import msgpack
@@ -34,21 +43,44 @@ def error_reply(code: str, message: str) -> dict[str, Any]:
     return {"ok": False, "code": code, "error": message}
 
 
+def _wire_text(value: Any) -> Any:
+    """Strings made encodable: surrogate pairs joined, lone surrogates replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_wire_text(k): _wire_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_wire_text(v) for v in value]
+    return value
+
+
+def pack(message: dict[str, Any]) -> bytes:
+    """msgpack for the wire; text msgpack cannot encode (split surrogates) is repaired, not dropped."""
+    try:
+        return msgpack.packb(message, use_bin_type=True, default=str)
+    except UnicodeEncodeError:
+        log.warning("%s event held text that is not valid Unicode; repaired", message.get("topic", "a"))
+        return msgpack.packb(_wire_text(message), use_bin_type=True, default=str)
+
+
 class ZmqServer:
     """Serves commands through `handler` and publishes events handed to `publish`."""
 
     def __init__(self, pub_addr: str, rep_addr: str, max_request_bytes: int, handler: Handler,
-                 on_join: Callable[[], None], allow_remote: bool = False):
+                 snapshot: Callable[[], dict[str, Any]], allow_remote: bool = False):
         self.pub_addr, self.rep_addr = pub_addr, rep_addr
         self._allow_remote = allow_remote
         self._max_request = max_request_bytes
         self._handler = handler
-        self._on_join = on_join
+        self._snapshot = snapshot
         self._context = zmq.Context()
-        self._inbox_addr = f"inproc://a4ps-events-{id(self)}"
-        self._local = threading.local()
-        self._pushers: list[zmq.Socket] = []
-        self._pushers_lock = threading.Lock()
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._outbox: deque[tuple[str, int, float, bytes | None]] = deque()  # topic, seq, time, packed
+        self._rung = False
+        self._bell_r, self._bell_w = os.pipe()
+        os.set_blocking(self._bell_r, False)
+        os.set_blocking(self._bell_w, False)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -66,30 +98,45 @@ class ZmqServer:
         if self._bind_error is not None:
             raise self._bind_error
 
+    # --- the ordered path (any thread) ------------------------------------------------------------
     def publish(self, event: Event) -> None:
-        """Thread-safe: queue an event for the XPUB socket."""
+        """Thread-safe: stamp the next seq, serialise, queue for the XPUB socket."""
         if self._stop.is_set():
             return
-        sock = getattr(self._local, "push", None)
-        if sock is None:
-            sock = self._context.socket(zmq.PUSH)
-            sock.setsockopt(zmq.SNDHWM, HWM)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(self._inbox_addr)
-            self._local.push = sock
-            with self._pushers_lock:
-                self._pushers.append(sock)
-        try:
-            sock.send(msgpack.packb(event.as_map(), use_bin_type=True, default=str), zmq.NOBLOCK)
-        except zmq.ZMQError as exc:  # queue full or context closing: an event is lost, never the thread
-            log.debug("event %s dropped: %s", event.topic, exc)
+        message = {**event.payload, "topic": event.topic, "time": event.time}
+        with self._lock:
+            try:
+                packed = pack({**message, "seq": self._seq + 1})
+            except Exception as exc:  # an unencodable payload loses its event, never the publisher
+                log.error("event %s dropped: cannot be encoded (%s)", event.topic, exc)
+                return
+            self._seq += 1
+            self._outbox.append((event.topic, self._seq, event.time, packed))
+            self._ring()
 
+    def publish_snapshot(self) -> None:
+        """Thread-safe: queue a `state` event, built by the server thread when its turn comes."""
+        with self._lock:
+            self._seq += 1
+            self._outbox.append(("state", self._seq, time.time(), None))
+            self._ring()
+
+    def published_seq(self) -> int:
+        """The newest seq stamped; read it before building a snapshot to know what it reflects."""
+        with self._lock:
+            return self._seq
+
+    def _ring(self) -> None:  # under self._lock
+        if not self._rung:
+            self._rung = True
+            try:
+                os.write(self._bell_w, b"\0")
+            except BlockingIOError:
+                pass  # already full of rings: the server thread will wake anyway
+
+    # --- the server thread -------------------------------------------------------------------------
     def _serve(self) -> None:
-        ctx = self._context
-        inbox = ctx.socket(zmq.PULL)
-        inbox.setsockopt(zmq.RCVHWM, HWM)
-        inbox.bind(self._inbox_addr)
-        xpub, rep = ctx.socket(zmq.XPUB), ctx.socket(zmq.REP)
+        xpub, rep = self._context.socket(zmq.XPUB), self._context.socket(zmq.REP)
         xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
         xpub.setsockopt(zmq.SNDHWM, HWM)
         xpub.setsockopt(zmq.LINGER, 0)
@@ -100,50 +147,57 @@ class ZmqServer:
             rep.bind(self.rep_addr)
         except zmq.ZMQError as exc:
             self._bind_error = OSError(f"cannot bind {self.pub_addr} / {self.rep_addr}: {exc}")
-            for sock in (inbox, xpub, rep):
+            for sock in (xpub, rep):
                 sock.close(linger=0)
             self._ready.set()
             return
         self._ready.set()
         log.info("serving events on %s and commands on %s", self.pub_addr, self.rep_addr)
         poller = zmq.Poller()
-        for sock in (inbox, xpub, rep):
+        for sock in (xpub, rep):
             poller.register(sock, zmq.POLLIN)
+        poller.register(self._bell_r, zmq.POLLIN)
         try:
             while not self._stop.is_set():
                 ready = dict(poller.poll(200))
+                self._send_outbox(xpub)
                 if rep in ready:
                     self._answer(rep)
                 if xpub in ready:
                     self._subscription(xpub)
-                if inbox in ready:
-                    for _ in range(1000):  # bounded, so commands are never starved
-                        try:
-                            raw = inbox.recv(zmq.NOBLOCK)
-                        except zmq.Again:
-                            break
-                        self._forward(xpub, raw)
-            while True:  # flush what was published before stop
-                try:
-                    self._forward(xpub, inbox.recv(zmq.NOBLOCK))
-                except zmq.Again:
-                    break
+            self._send_outbox(xpub)  # what was published before stop
         finally:
-            for sock in (inbox, xpub, rep):
+            for sock in (xpub, rep):
                 sock.close(linger=0)
 
-    @staticmethod
-    def _forward(xpub: zmq.Socket, raw: bytes) -> None:
-        topic = msgpack.unpackb(raw, raw=False).get("topic", "")
-        xpub.send_multipart([topic.encode(), raw])
+    def _send_outbox(self, xpub: zmq.Socket) -> None:
+        with self._lock:
+            try:
+                while os.read(self._bell_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+            self._rung = False
+            items = list(self._outbox)
+            self._outbox.clear()
+        for topic, seq, stamp, packed in items:
+            if packed is None:
+                packed = self._state_event(seq, stamp)
+                if packed is None:
+                    continue
+            xpub.send_multipart([topic.encode(), packed])
+
+    def _state_event(self, seq: int, stamp: float) -> bytes | None:
+        try:
+            return pack({"snapshot": self._snapshot(), "topic": "state", "seq": seq, "time": stamp})
+        except Exception:  # clients see the gap in seq and ask for get_state
+            log.exception("could not build the state snapshot")
+            return None
 
     def _subscription(self, xpub: zmq.Socket) -> None:
         frame = xpub.recv()
         if frame[:1] == b"\x01":  # a (re)subscription: send the state it needs to start from
-            try:
-                self._on_join()
-            except Exception:
-                log.exception("could not publish the join snapshot")
+            self.publish_snapshot()
 
     def _answer(self, rep: zmq.Socket) -> None:
         frames = rep.recv_multipart()
@@ -182,7 +236,6 @@ class ZmqServer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        with self._pushers_lock:
-            for sock in self._pushers:
-                sock.close(linger=0)
+        for fd in (self._bell_r, self._bell_w):
+            os.close(fd)
         self._context.term()

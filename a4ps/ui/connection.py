@@ -3,6 +3,11 @@
 The frame loop never waits on the network: events are drained without blocking from
 `Clock.schedule_interval`, commands and periodic pings run on one worker thread, and their
 results come back to the main thread through `@mainthread`.
+
+State never moves backwards: events arrive in `seq` order; a snapshot (a `state` event, or a
+`get_state` reply with the `seq` it reflects) is shown only when newer than what is shown or from
+another backend process (`run_id`); events it already reflects are dropped; during a resync the
+stream is held and replayed after the snapshot, so a late snapshot cannot undo a newer event.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,7 +55,10 @@ class BackendBridge:
         self._thread: threading.Thread | None = None
         self._poll = None
         self._connected: bool | None = None  # None until the first answer or timeout
-        self._last_seq: int | None = None
+        self._last_seq: int | None = None  # seq of the newest event or snapshot shown
+        self._run_id: object = None  # the backend process those seqs belong to
+        self._resyncing = False
+        self._held: deque[tuple[str, dict]] = deque(maxlen=100_000)
         self._stopped = False
 
     def start(self) -> None:
@@ -85,25 +94,56 @@ class BackendBridge:
             self._queue.put((cmd, args, callback))
 
     def resync(self) -> None:
-        """Fetch a full snapshot and hand it to the event handler as a `state` event."""
-        self.request("get_state", self._on_state_reply)
+        """Main thread: fetch a full snapshot; the event stream is held until it arrives."""
+        if not self._resyncing:
+            self._resyncing = True
+            self.request("get_state", self._on_state_reply)
 
     def _on_state_reply(self, reply: dict) -> None:
-        if reply.get("ok") and isinstance(reply.get("state"), dict):
-            self._dispatch("state", {"topic": "state", "snapshot": reply["state"]})
+        self._resyncing = False
+        held, self._held = list(self._held), deque(maxlen=self._held.maxlen)
+        state = reply.get("state")
+        if reply.get("ok") and isinstance(state, dict):
+            seq = reply.get("seq")
+            self._show_snapshot({"topic": "state", "snapshot": state, "seq": seq if _is_seq(seq) else None})
+        for topic, event in held:
+            self._take(topic, event)
 
     # --- main thread: events ---------------------------------------------------------------
     def _drain(self, _dt: float) -> None:
         if self._subscriber is None:
             return
         for topic, event in self._subscriber.drain(self._drain_limit):
-            seq = event.get("seq")
-            if isinstance(seq, int) and not isinstance(seq, bool):
-                if self._last_seq is not None and seq != self._last_seq + 1 and topic != "state":
-                    log.info("event gap (seq %s after %s): asking for a fresh snapshot", seq, self._last_seq)
-                    self.resync()
-                self._last_seq = seq
-            self._dispatch(topic, event)
+            self._take(topic, event)
+
+    def _take(self, topic: str, event: dict) -> None:
+        """One event of the stream, in order: held during a resync, dropped when the snapshot shown
+        already reflects it, shown otherwise; a gap in seq starts a resync."""
+        if self._resyncing:
+            self._held.append((topic, event))
+            return
+        seq = event.get("seq") if _is_seq(event.get("seq")) else None
+        if topic == "state" and isinstance(event.get("snapshot"), dict):
+            newer = seq is None or self._last_seq is None or seq > self._last_seq
+            if newer or event["snapshot"].get("run_id") != self._run_id:
+                self._show_snapshot(event)
+            return
+        if seq is not None and self._last_seq is not None:
+            if seq <= self._last_seq:
+                return  # the snapshot shown already reflects it
+            if seq != self._last_seq + 1:
+                log.info("event gap (seq %s after %s): asking for a fresh snapshot", seq, self._last_seq)
+                self.resync()
+                self._held.append((topic, event))
+                return
+        if seq is not None:
+            self._last_seq = seq
+        self._dispatch(topic, event)
+
+    def _show_snapshot(self, event: dict) -> None:
+        self._run_id = event["snapshot"].get("run_id")
+        self._last_seq = event.get("seq") if _is_seq(event.get("seq")) else None
+        self._dispatch("state", event)
 
     def _dispatch(self, topic: str, event: dict) -> None:
         try:
@@ -152,7 +192,7 @@ class BackendBridge:
         if was is not connected:
             self._deliver(self._on_connection, connected, reply)
             if connected and was is False:
-                self.resync()  # the backend came back (maybe a new process): start from its state
+                self._deliver(self.resync)  # the backend came back (maybe a new process): start from its state
 
     @mainthread
     def _deliver(self, callback: Callable[..., None], *args: Any) -> None:
@@ -162,3 +202,7 @@ class BackendBridge:
             callback(*args)
         except Exception:
             log.exception("a reply handler failed")
+
+
+def _is_seq(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

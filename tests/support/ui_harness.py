@@ -178,13 +178,15 @@ def running_workspace(settings: Settings, token_file: Path | None = None):
 
 
 class ProtocolPeer:
-    """A stand-in for backend commands the real backend does not serve yet (decide_proposal),
-    speaking the documented protocol over real sockets: REP records every request and answers
-    from `replies` (cmd -> reply map); XPUB publishes what the test sends."""
+    """A scripted backend for what a real one cannot be made to do on cue (refuse a decision, lose
+    events, answer late), speaking the documented protocol over real sockets: REP records every
+    request and answers from `replies` (cmd -> reply map; `set_reply` changes one), holding the
+    answers to commands passed to `hold` until `release`; XPUB publishes what the test sends."""
 
     def __init__(self, replies: dict[str, dict]):
-        self.replies = replies
+        self.replies = dict(replies)
         self.requests: list[dict] = []
+        self._held: dict[str, threading.Event] = {}
         self.pub_addr = f"tcp://127.0.0.1:{free_port()}"
         self.rep_addr = f"tcp://127.0.0.1:{free_port()}"
         self._context = zmq.Context()
@@ -204,9 +206,28 @@ class ProtocolPeer:
             request = msgpack.unpackb(self._rep.recv(), raw=False)
             with self._lock:
                 self.requests.append(request)
+                gate = self._held.get(request.get("cmd"))
+            if gate is not None:
+                gate.wait(30)
+            with self._lock:
                 reply = self.replies.get(request.get("cmd"),
                                          {"ok": False, "code": "unknown_command", "error": "not served here"})
             self._rep.send(msgpack.packb(reply, use_bin_type=True))
+
+    def set_reply(self, cmd: str, reply: dict) -> None:
+        with self._lock:
+            self.replies[cmd] = reply
+
+    def hold(self, cmd: str) -> None:
+        """Answer `cmd` only after `release(cmd)` (a slow backend)."""
+        with self._lock:
+            self._held[cmd] = threading.Event()
+
+    def release(self, cmd: str) -> None:
+        with self._lock:
+            gate = self._held.pop(cmd, None)
+        if gate is not None:
+            gate.set()
 
     def commands(self, cmd: str) -> list[dict]:
         with self._lock:
@@ -223,6 +244,9 @@ class ProtocolPeer:
 
     def close(self) -> None:
         self._stop.set()
+        with self._lock:
+            for gate in self._held.values():
+                gate.set()
         self._thread.join(5)
         self._rep.close(linger=0)
         self._pub.close(linger=0)

@@ -1,8 +1,9 @@
 """Hostile guest code against every available sandbox backend: each attack must be contained, and
 each test checks HOW (kill reason, errno, output, host state), not merely that nothing crashed.
 
-docker is skipped when no engine with the runsc runtime answers; runsc and bwrap must be available
-(.ci/install_sandbox.sh installs them), so their absence is a failure, not a skip.
+runsc and bwrap must be available (.ci/install_sandbox.sh installs them), so their absence is a
+failure. docker runs against the engine at DOCKER_HOST; without one it is skipped locally and fails
+in CI (tests/support/docker_engine.py), where .ci/dockerd.sh starts a private engine.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import socket
 import subprocess
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from a4ps.config.loader import load_settings, project_root
 from a4ps.sandbox import KillReason, SandboxUnavailable, SecureCodeExecutor
+from tests.support import docker_engine
 
 BACKENDS = ("docker", "runsc", "bwrap")
 PROJECT_ROOT = project_root()
@@ -60,7 +63,7 @@ def sandbox(request, executors) -> SecureCodeExecutor:
     executor, unavailable = executors(request.param)
     if unavailable:
         if request.param == "docker":
-            pytest.skip(unavailable)
+            docker_engine.docker_unavailable(unavailable)
         pytest.fail(f"{request.param} must be available here: {unavailable}")
     return executor
 
@@ -96,6 +99,23 @@ def host_leftovers(*needles: str) -> list[str]:
     return found
 
 
+def run_leftovers(sandbox: SecureCodeExecutor, result, since: float, *needles: str) -> list[str]:
+    """What a finished run left on the host: processes/cgroups naming it and, for docker, its
+    containers and any process naming their ids (gVisor's shim, gofer and sandbox carry the id)."""
+    needles = (*needles, result.run_id)
+    found: list[str] = []
+    if sandbox.backend_name == "docker":
+        engine = docker_engine.client()
+        ids = docker_engine.run_container_ids(engine, result.run_id, since)
+        assert ids, f"the engine logged no container for run {result.run_id}: the check would be blind"
+        needles += tuple(sorted(ids))
+        found += [f"container {name}" for name in docker_engine.run_containers_left(engine, result.run_id)]
+    deadline = time.monotonic() + 5  # an exiting shim may take a moment after `docker rm` returns
+    while (left := host_leftovers(*needles)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return found + left
+
+
 @pytest.fixture
 def host_listener():
     """Real TCP and UDP sockets on the host's loopback; `touched()` says whether anything arrived."""
@@ -123,6 +143,8 @@ def host_listener():
 
 
 def test_fork_bomb_hits_the_process_cap(sandbox, sandbox_settings):
+    """RLIMIT_NPROC stops it with EAGAIN and the run goes on. (Under gVisor the pids cgroup is kept
+    far above it: when that one trips, the whole sandbox dies with exit 2 and the output is lost.)"""
     result = run(sandbox, """
         import errno, json, os
         n, err = 0, None
@@ -145,6 +167,7 @@ def test_fork_bomb_hits_the_process_cap(sandbox, sandbox_settings):
 
 def test_recursive_fork_bomb_is_killed_and_leaves_nothing(sandbox):
     marker = f"a4ps-forkbomb-{secrets.token_hex(6)}"
+    since = time.time()
     result = run(sandbox, f"""
         import os
         while True:
@@ -156,7 +179,7 @@ def test_recursive_fork_bomb_is_killed_and_leaves_nothing(sandbox):
     """, timeout_s=3)
     assert result.killed and result.kill_reason in (KillReason.TIMEOUT, KillReason.MEMORY), result.to_dict()
     assert result.wall_ms < 20_000
-    assert host_leftovers(marker, result.run_id) == []
+    assert run_leftovers(sandbox, result, since, marker) == []
 
 
 def test_memory_bomb_is_stopped_at_the_memory_cap(sandbox, sandbox_settings):
@@ -198,27 +221,37 @@ def test_infinite_loop_is_killed_at_the_wall_timeout(sandbox):
     assert 2000 <= result.wall_ms < 12_000
 
 
-def _watch_run_cgroups(stop: threading.Event, seen: dict) -> None:
-    """Host-side view of live run cgroups: CPU quota, memory limit and throttling counters."""
-    while not stop.is_set():
-        for root, dirs, _ in os.walk("/sys/fs/cgroup"):
-            for name in (d for d in dirs if d.startswith("a4ps-sbx-")):
-                path = Path(root, name)
-                try:
-                    if (path / "cpu.cfs_quota_us").exists():  # cgroup v1
-                        seen["quota"] = (int((path / "cpu.cfs_quota_us").read_text()), int((path / "cpu.cfs_period_us").read_text()))
-                    if (path / "cpu.max").exists():  # cgroup v2
-                        quota, period = (path / "cpu.max").read_text().split()
-                        seen["quota"] = (int(quota), int(period))
-                    if (path / "cpu.stat").exists():
-                        stat = dict(line.split() for line in (path / "cpu.stat").read_text().splitlines())
-                        seen["throttled"] = max(seen.get("throttled", 0), int(stat.get("nr_throttled", 0)))
-                    for limit_file in ("memory.limit_in_bytes", "memory.max"):
-                        if (path / limit_file).exists():
-                            seen["memory"] = int((path / limit_file).read_text())
-                except (OSError, ValueError):
-                    continue
-        stop.wait(0.05)
+def _watch_run_cgroups(stop: threading.Event, seen: dict, docker: bool) -> None:
+    """Host-side view of live run cgroups: CPU quota, memory limit and throttling counters.
+    The runsc/bwrap backends name them a4ps-sbx-<run>; Docker names them by container id."""
+    try:
+        engine = docker_engine.client() if docker else None
+        while not stop.is_set():
+            _scan_run_cgroups(seen, docker_engine.live_run_container_ids(engine) if engine else set())
+            stop.wait(0.05)
+    except Exception as exc:  # the test asserts on this: a dead watcher must not look like "no cgroup seen"
+        seen["watch_error"] = repr(exc)
+
+
+def _scan_run_cgroups(seen: dict, ids: set[str]) -> None:
+    """One pass over the cgroup tree: the limits and counters of every run cgroup found."""
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        for name in (d for d in dirs if d.startswith("a4ps-sbx-") or d in ids):
+            path = Path(root, name)
+            try:
+                if (path / "cpu.cfs_quota_us").exists():  # cgroup v1
+                    seen["quota"] = (int((path / "cpu.cfs_quota_us").read_text()), int((path / "cpu.cfs_period_us").read_text()))
+                if (path / "cpu.max").exists():  # cgroup v2
+                    quota, period = (path / "cpu.max").read_text().split()
+                    seen["quota"] = (int(quota), int(period))
+                if (path / "cpu.stat").exists():
+                    stat = dict(line.split() for line in (path / "cpu.stat").read_text().splitlines())
+                    seen["throttled"] = max(seen.get("throttled", 0), int(stat.get("nr_throttled", 0)))
+                for limit_file in ("memory.limit_in_bytes", "memory.max"):
+                    if (path / limit_file).exists():
+                        seen["memory"] = int((path / limit_file).read_text())
+            except (OSError, ValueError):
+                continue
 
 
 def test_cpu_is_throttled_at_the_quota(sandbox, sandbox_settings):
@@ -227,7 +260,7 @@ def test_cpu_is_throttled_at_the_quota(sandbox, sandbox_settings):
         pytest.skip(f"CPU quota needs a cgroup: {sandbox.backend_description()}")
     seen: dict = {}
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch_run_cgroups, args=(stop, seen))
+    watcher = threading.Thread(target=_watch_run_cgroups, args=(stop, seen, sandbox.backend_name == "docker"))
     watcher.start()
     try:
         result = run(sandbox, """
@@ -245,6 +278,7 @@ def test_cpu_is_throttled_at_the_quota(sandbox, sandbox_settings):
         stop.set()
         watcher.join()
     assert result.ok, result.to_dict()
+    assert "watch_error" not in seen, seen
     quota, period = seen["quota"]
     assert quota / period == pytest.approx(sandbox_settings.cpu_quota)
     assert seen["memory"] == sandbox_settings.memory_mb << 20
@@ -253,6 +287,7 @@ def test_cpu_is_throttled_at_the_quota(sandbox, sandbox_settings):
 
 def test_setsid_daemon_does_not_survive_a_timeout(sandbox):
     marker = f"a4ps-daemon-{secrets.token_hex(6)}"
+    since = time.time()
     result = run(sandbox, f"""
         import os, time
         pid = os.fork()
@@ -268,11 +303,12 @@ def test_setsid_daemon_does_not_survive_a_timeout(sandbox):
     """, timeout_s=2)
     assert result.kill_reason == KillReason.TIMEOUT
     assert result.stdout == "daemon started\n"
-    assert host_leftovers(marker, result.run_id) == []
+    assert run_leftovers(sandbox, result, since, marker) == []
 
 
 def test_setsid_daemon_does_not_outlive_a_normal_exit(sandbox):
     marker = f"a4ps-daemon-{secrets.token_hex(6)}"
+    since = time.time()
     result = run(sandbox, f"""
         import os, time
         if os.fork() == 0:
@@ -285,7 +321,7 @@ def test_setsid_daemon_does_not_outlive_a_normal_exit(sandbox):
     """, timeout_s=10)
     assert result.ok and result.stdout == "parent exits\n", result.to_dict()
     assert result.wall_ms < 9000  # the lingering daemon did not hold the run open
-    assert host_leftovers(marker, result.run_id) == []
+    assert run_leftovers(sandbox, result, since, marker) == []
 
 
 def test_signals_cannot_reach_host_processes(sandbox):

@@ -1,13 +1,17 @@
 """Docker backend: one throwaway container per run under the runsc (gVisor) runtime.
 
-Used only when a Docker engine answers and has the runsc runtime registered; the image is built
-from the project's sandbox/Dockerfile when missing. The engine must be local: the staged inputs are
-bind-mounted read-only from this host.
+Used only when a Docker engine answers (DOCKER_HOST, as the docker CLI) and has the runsc runtime
+registered. The image is made from this host's Python (guest_image: no registry needed) when it is
+missing or stale. The engine must be local: the staged inputs are bind-mounted read-only from this
+host. Each run: create, attach, start, wait(timeout), kill on timeout or output overflow, and always
+force-remove the container, also when create or start fails half-way.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import signal
 import threading
 import time
 from pathlib import Path
@@ -25,13 +29,21 @@ from a4ps.sandbox.backend_base import (
 from a4ps.sandbox.errors import SandboxFailure
 from a4ps.sandbox.execution_result import ExecutionResult, KillReason
 from a4ps.sandbox.guest_payload import GUEST_ARGV, GUEST_ENV, GUEST_INPUT_DIR, GUEST_SCRATCH_DIR
+from a4ps.sandbox.seccomp_filter import UnsupportedArchitecture, oci_seccomp_profile
 
 log = logging.getLogger(__name__)
 
 _RUNTIME = "runsc"
+_RUN_LABEL = "a4ps.sandbox.run"
 _PING_TIMEOUT_S = 3
 _API_TIMEOUT_S = 60
 _READER_JOIN_S = 5.0
+_OOM_FLAG_GRACE_S = 1.0
+
+
+def container_name(run_id: str) -> str:
+    """The container of one run (also how a stale one is found again)."""
+    return f"a4ps-{run_id}"
 
 
 class DockerBackend(SandboxBackend):
@@ -42,6 +54,7 @@ class DockerBackend(SandboxBackend):
     def __init__(self, settings: Sandbox, work_dir: Path, assets_dir: Path) -> None:
         super().__init__(settings, work_dir, assets_dir)
         self._client: Any = None
+        self._runtime_args: list[str] = []
 
     def prerequisites(self) -> str | None:
         try:
@@ -52,38 +65,54 @@ class DockerBackend(SandboxBackend):
         failures = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
         try:
             client = docker.from_env(timeout=_PING_TIMEOUT_S)
-            client.ping()
         except failures as exc:
             return f"no Docker engine answers ({type(exc).__name__}: {str(exc)[:160]})"
         try:
+            client.ping()
             runtimes = client.info().get("Runtimes") or {}
         except failures as exc:
-            return f"Docker engine info failed: {exc}"
+            return f"no Docker engine answers ({type(exc).__name__}: {str(exc)[:160]})"
+        finally:
+            client.close()
         if _RUNTIME not in runtimes:
             return f"Docker engine has no '{_RUNTIME}' runtime (have: {', '.join(sorted(runtimes)) or 'none'})"
-        client.close()
+        self._runtime_args = list((runtimes[_RUNTIME] or {}).get("runtimeArgs") or [])
+        if "--oci-seccomp" not in self._runtime_args:
+            return (f"the engine's {_RUNTIME} runtime lacks runtimeArgs --oci-seccomp, so gVisor would ignore the"
+                    f" sandbox's seccomp profile (have: {self._runtime_args}; register it as .ci/dockerd.sh does)")
+        try:
+            oci_seccomp_profile()
+        except UnsupportedArchitecture as exc:
+            return str(exc)
         self._client = docker.from_env(timeout=_API_TIMEOUT_S)
         return self._ensure_image()
 
     def _ensure_image(self) -> str | None:
+        """None when the image is there and current; builds it from this host when missing or stale.
+
+        An image under the configured name without our digest label is someone's own: used as it is.
+        """
         import docker
         import requests
 
-        failures = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+        from a4ps.sandbox import guest_image
+
+        failures = (docker.errors.DockerException, requests.exceptions.RequestException, OSError, guest_image.GuestImageError)
         image = self.settings.docker_image
         try:
-            self._client.images.get(image)
-            return None
+            have = self._client.images.get(image).labels.get(guest_image.DIGEST_LABEL)
+            if have is None:
+                return None
         except docker.errors.ImageNotFound:
-            pass
+            have = None
         except failures as exc:
             return f"cannot inspect image {image}: {exc}"
-        dockerfile = self.assets_dir / "Dockerfile"
-        if not dockerfile.is_file():
-            return f"image {image} missing and no Dockerfile at {dockerfile}"
-        log.info("building sandbox image %s from %s (first use)", image, dockerfile)
         try:
-            self._client.images.build(path=str(self.assets_dir), dockerfile="Dockerfile", tag=image, rm=True, pull=True)
+            spec = guest_image.collect(self.assets_dir, self.work_dir)
+            if have == spec.digest:
+                return None
+            log.info("sandbox image %s %s; building it from this host's Python", image, "is stale" if have else "is missing")
+            guest_image.build_image(self._client, image, spec, tmp_dir=self.work_dir)
         except failures as exc:
             return f"building image {image} failed: {exc}"
         return None
@@ -101,8 +130,8 @@ class DockerBackend(SandboxBackend):
             "image": self.settings.docker_image,
             "command": list(GUEST_ARGV),
             "entrypoint": [],
-            "name": f"a4ps-{run_id}",
-            "labels": {"a4ps.sandbox.run": run_id},
+            "name": container_name(run_id),
+            "labels": {_RUN_LABEL: run_id},
             "runtime": _RUNTIME,
             "user": f"{SANDBOX_UID}:{SANDBOX_GID}",
             "environment": dict(GUEST_ENV),
@@ -116,6 +145,11 @@ class DockerBackend(SandboxBackend):
             "mem_limit": limits.memory_bytes,
             "memswap_limit": limits.memory_bytes,
             "nano_cpus": int(limits.cpu_quota * 1_000_000_000),
+            # --pids-limit under runsc counts gVisor's own host threads (sentry, gofer, ptrace stubs):
+            # ~40 before the guest runs, so print(1) fails below 48, and ~18 more per guest process.
+            # When this cgroup trips, the whole sandbox dies (exit 2, output lost), so it only
+            # bounds the host, with gvisor_host_pids()'s headroom (>= 512); the guest's processes
+            # are capped by RLIMIT_NPROC (ulimit nproc below), where a fork bomb gets EAGAIN.
             "pids_limit": gvisor_host_pids(limits.pids),
             "ulimits": [
                 Ulimit(name="nproc", soft=limits.pids, hard=limits.pids),
@@ -125,7 +159,8 @@ class DockerBackend(SandboxBackend):
                 Ulimit(name="core", soft=0, hard=0),
             ],
             "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges:true"],
+            # The runsc backend's filter, enforced inside gVisor (the runtime runs with --oci-seccomp).
+            "security_opt": ["no-new-privileges:true", f"seccomp={json.dumps(oci_seccomp_profile())}"],
             "ipc_mode": "private",
             "privileged": False,
             "log_config": LogConfig(type=LogConfig.types.NONE),
@@ -135,47 +170,91 @@ class DockerBackend(SandboxBackend):
         }
 
     def reap_stale(self, run_id: str) -> None:
-        import docker
+        self._remove(run_id)
 
-        try:
-            self._client.containers.get(f"a4ps-{run_id}").remove(force=True)
-        except docker.errors.NotFound:
-            pass
-
-    def execute(self, run_id: str, paths: RunPaths, timeout_s: float) -> ExecutionResult:
-        import docker
-
-        try:
-            return self._execute(run_id, paths, timeout_s)
-        except docker.errors.DockerException as exc:
-            raise SandboxFailure(f"docker run {run_id} failed: {exc}") from exc
-
-    def _execute(self, run_id: str, paths: RunPaths, timeout_s: float) -> ExecutionResult:
+    def _remove(self, run_id: str) -> None:
+        """Force-remove the run's container (kills it first) if it exists; found by name, so this
+        also covers a create that reached the engine but whose reply never came back."""
         import docker
         import requests
 
+        try:
+            self._client.api.remove_container(container_name(run_id), force=True)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise SandboxFailure(f"docker rm -f {container_name(run_id)} failed: {exc}") from exc
+
+    def execute(self, run_id: str, paths: RunPaths, timeout_s: float) -> ExecutionResult:
+        import docker
+        import requests
+
+        try:
+            result = self._execute(run_id, paths, timeout_s)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            self._remove_after_failure(run_id)
+            raise SandboxFailure(f"docker run {run_id} failed: {exc}{self._start_hint(exc)}") from exc
+        except BaseException:
+            self._remove_after_failure(run_id)
+            raise
+        self._remove(run_id)
+        return result
+
+    @staticmethod
+    def _oom_killed(container: Any, exit_code: int) -> bool:
+        """The engine's OOMKilled flag. It comes from a separate cgroup event that may land a few ms
+        after the exit status (measured 1-5 ms; once it was not yet set), so a SIGKILL exit (137)
+        waits a little for it."""
+        deadline = time.monotonic() + _OOM_FLAG_GRACE_S
+        while True:
+            container.reload()
+            if container.attrs.get("State", {}).get("OOMKilled"):
+                return True
+            if exit_code != 128 + signal.SIGKILL or time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+
+    def _kill(self, container: Any, run_id: str) -> None:
+        """SIGKILL the guest (under runsc the whole sandbox goes with it); fine if it already exited."""
+        import docker
+
+        try:
+            container.kill()
+        except docker.errors.APIError as exc:  # exited between the decision and the kill
+            log.debug("docker kill %s: %s", run_id, exc)
+
+    def _remove_after_failure(self, run_id: str) -> None:
+        """Remove the container while another error is on its way up (that one is what the caller sees)."""
+        try:
+            self._remove(run_id)
+        except SandboxFailure as exc:
+            log.warning("%s", exc)
+
+    def _start_hint(self, exc: Exception) -> str:
+        """gVisor #10704: without runtimeArgs --network=none this runsc fails every container."""
+        if "network" in str(exc) and "--network=none" not in self._runtime_args:
+            return (f" (the engine's {_RUNTIME} runtime has runtimeArgs {self._runtime_args}; register it with"
+                    ' "runtimeArgs": ["--network=none"] in daemon.json, see .ci/dockerd.sh)')
+        return ""
+
+    def _execute(self, run_id: str, paths: RunPaths, timeout_s: float) -> ExecutionResult:
+        """Create, attach, start; then one thread drains the output, one waits for the exit, and this
+        one enforces the deadline. The engine does not answer a kill while the attach stream is not
+        drained (measured: the kill request hangs), so killing is never left to the reader."""
         started = time.monotonic()
         container = self._client.containers.create(**self.container_kwargs(run_id, paths.stage_dir))
         limit = self.limits.output_limit
         buffers = {"stdout": bytearray(), "stderr": bytearray()}
         truncated = {"stdout": False, "stderr": False}
-        reason_lock = threading.Lock()
-        reason: list[str] = []
+        wake = threading.Event()  # the guest exited, or its output passed the cap
+        exit_status: list[int] = []
+        errors: list[BaseException] = []  # from the threads, re-raised on this one
 
-        def kill(why: str) -> None:
-            with reason_lock:
-                if reason:
-                    return
-                reason.append(why)
+        stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=False)
+
+        def read() -> None:
+            """Copy the attach stream into the capped buffers, draining (and dropping) past the cap."""
             try:
-                container.kill()
-            except docker.errors.APIError as exc:  # already exited between the check and the kill
-                log.debug("docker kill %s: %s", run_id, exc)
-
-        try:
-            stream = container.attach(stdout=True, stderr=True, stream=True, demux=True, logs=True)
-
-            def read() -> None:
                 for out_chunk, err_chunk in stream:
                     for key, chunk in (("stdout", out_chunk), ("stderr", err_chunk)):
                         if not chunk:
@@ -184,29 +263,50 @@ class DockerBackend(SandboxBackend):
                         if len(chunk) > room:
                             buffers[key] += chunk[: max(room, 0)]
                             truncated[key] = True
-                            kill(KillReason.OUTPUT_LIMIT)
+                            wake.set()
                         else:
                             buffers[key] += chunk
+            except BaseException as exc:  # noqa: BLE001 - handed to the run's thread
+                errors.append(exc)
 
-            reader = threading.Thread(target=read, daemon=True)
-            reader.start()
+        def wait() -> None:
+            try:
+                exit_status.append(container.wait(timeout=timeout_s + _API_TIMEOUT_S)["StatusCode"])
+            except BaseException as exc:  # noqa: BLE001 - handed to the run's thread
+                errors.append(exc)
+            finally:
+                wake.set()
+
+        reader = threading.Thread(target=read, name=f"docker-output-{run_id}", daemon=True)
+        waiter = threading.Thread(target=wait, name=f"docker-wait-{run_id}", daemon=True)
+        reader.start()
+        reason: str | None = None
+        try:  # on any exception the caller force-removes the container, which kills it
             container.start()
-            exit_code: int | None = None
-            try:
-                exit_code = container.wait(timeout=timeout_s)["StatusCode"]
-            except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError):  # wait ran out
-                kill(KillReason.TIMEOUT)
-                exit_code = container.wait(timeout=_API_TIMEOUT_S)["StatusCode"]
+            waiter.start()
+            woke = wake.wait(timeout_s)
+            if not exit_status:
+                if any(truncated.values()):
+                    reason = KillReason.OUTPUT_LIMIT
+                elif not woke:
+                    reason = KillReason.TIMEOUT
+                self._kill(container, run_id)  # also when the wait itself failed (raised below)
+            waiter.join(_API_TIMEOUT_S)
+            if waiter.is_alive():
+                raise SandboxFailure(f"docker run {run_id}: no exit status {_API_TIMEOUT_S} s after the kill")
             reader.join(_READER_JOIN_S)
-            stream.close()
-            container.reload()
-            if not reason and container.attrs.get("State", {}).get("OOMKilled"):
-                reason.append(KillReason.MEMORY)
+            if reader.is_alive():
+                raise SandboxFailure(f"docker run {run_id}: output still streaming {_READER_JOIN_S:.0f} s after the exit")
         finally:
-            try:
-                container.remove(force=True)
-            except docker.errors.APIError as exc:
-                log.warning("docker remove %s failed: %s", run_id, exc)
+            stream.close()
+            reader.join(_READER_JOIN_S)
+        if errors:
+            raise SandboxFailure(f"docker run {run_id}: {errors[0]!r}") from errors[0]
+        exit_code = exit_status[0]
+        if reason is None and any(truncated.values()):  # the cap was passed just as the guest exited
+            reason = KillReason.OUTPUT_LIMIT
+        if reason is None and self._oom_killed(container, exit_code):
+            reason = KillReason.MEMORY
         return ExecutionResult(
             backend=self.name,
             run_id=run_id,
@@ -215,7 +315,7 @@ class DockerBackend(SandboxBackend):
             stderr=decode_output(bytes(buffers["stderr"])),
             stdout_truncated=truncated["stdout"],
             stderr_truncated=truncated["stderr"],
-            killed=bool(reason),
-            kill_reason=reason[0] if reason else None,
+            killed=reason is not None,
+            kill_reason=reason,
             wall_ms=(time.monotonic() - started) * 1000.0,
         )

@@ -1,8 +1,9 @@
-"""The minimal read-only root filesystem the runsc and bwrap guests see.
+"""The minimal read-only root filesystem the runsc and bwrap guests see, and the docker image's base.
 
 Built on first use from the skeleton in the project's sandbox/rootfs/ (users, hosts) plus empty
 mount points and the merged-/usr symlinks; the host's /usr is bind-mounted read-only over it at run
-time. Cached under the work dir by content hash, so an edited skeleton yields a fresh rootfs.
+time (the docker image copies the parts of /usr the guest needs into it instead: guest_image).
+Cached under the work dir by content hash, so an edited skeleton yields a fresh rootfs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ USR_SYMLINKS = {"bin": "usr/bin", "sbin": "usr/sbin", "lib": "usr/lib", "lib64":
 
 
 def default_assets_dir() -> Path:
-    """The project's sandbox/ folder (Dockerfile and rootfs skeleton)."""
+    """The project's sandbox/ folder (the rootfs skeleton)."""
     return Path(__file__).resolve().parents[2] / "sandbox"
 
 

@@ -3,6 +3,7 @@ no socket per publishing thread, and text that reaches clients whatever it holds
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
@@ -11,6 +12,7 @@ import pytest
 from a4ps.backend.server import ZmqServer
 from a4ps.client import EventSubscriber
 from a4ps.events import EventBus
+from a4ps.events.bus import BusLogHandler
 from tests.support.config import free_port
 
 
@@ -127,3 +129,18 @@ def test_an_emoji_reaches_the_subscriber(stream):
     assert [e["text"] for e in events] == ["Bats 🦇 at dusk", "pair 🦇 joined", "half \ufffd", "after"]
     assert events[3]["data"] == {"answer": "🦇", "list": ["\ufffd"]}
     assert [e["seq"] for e in events] == list(range(stream.join["seq"] + 1, stream.join["seq"] + 5)), "no gap"
+
+
+def test_a_repair_is_logged_as_an_event_without_deadlock(stream):
+    """As in the backend, log records are events: the repair's own log line must get through."""
+    handler = BusLogHandler(stream.bus, logging.WARNING)
+    logging.getLogger().addHandler(handler)
+    try:
+        publisher = threading.Thread(target=stream.bus.publish, args=("token",), kwargs={"text": "half \ud83e"})
+        publisher.start()
+        publisher.join(5)
+        assert not publisher.is_alive(), "publishing deadlocked on its own log record"
+    finally:
+        logging.getLogger().removeHandler(handler)
+    received = dict((topic, event) for topic, event in stream.collect(2))
+    assert received["token"]["text"] == "half \ufffd" and "repaired" in received["log"]["message"]

@@ -54,13 +54,13 @@ def _wire_text(value: Any) -> Any:
     return value
 
 
-def pack(message: dict[str, Any]) -> bytes:
-    """msgpack for the wire; text msgpack cannot encode (split surrogates) is repaired, not dropped."""
+def pack(message: dict[str, Any]) -> tuple[bytes, bool]:
+    """msgpack for the wire, and whether text had to be repaired (split surrogates): repaired, not
+    dropped. Logs nothing, so it can run under the publish lock (a log record is an event too)."""
     try:
-        return msgpack.packb(message, use_bin_type=True, default=str)
+        return msgpack.packb(message, use_bin_type=True, default=str), False
     except UnicodeEncodeError:
-        log.warning("%s event held text that is not valid Unicode; repaired", message.get("topic", "a"))
-        return msgpack.packb(_wire_text(message), use_bin_type=True, default=str)
+        return msgpack.packb(_wire_text(message), use_bin_type=True, default=str), True
 
 
 class ZmqServer:
@@ -104,15 +104,20 @@ class ZmqServer:
         if self._stop.is_set():
             return
         message = {**event.payload, "topic": event.topic, "time": event.time}
-        with self._lock:
+        failure, repaired = None, False
+        with self._lock:  # no logging in here: the log handler publishes, and this lock is not re-entrant
             try:
-                packed = pack({**message, "seq": self._seq + 1})
+                packed, repaired = pack({**message, "seq": self._seq + 1})
             except Exception as exc:  # an unencodable payload loses its event, never the publisher
-                log.error("event %s dropped: cannot be encoded (%s)", event.topic, exc)
-                return
-            self._seq += 1
-            self._outbox.append((event.topic, self._seq, event.time, packed))
-            self._ring()
+                failure = exc
+            else:
+                self._seq += 1
+                self._outbox.append((event.topic, self._seq, event.time, packed))
+                self._ring()
+        if failure is not None:
+            log.error("event %s dropped: cannot be encoded (%s)", event.topic, failure)
+        elif repaired:
+            log.warning("%s event held text that is not valid Unicode (split surrogates); repaired", event.topic)
 
     def publish_snapshot(self) -> None:
         """Thread-safe: queue a `state` event, built by the server thread when its turn comes."""
@@ -189,7 +194,7 @@ class ZmqServer:
 
     def _state_event(self, seq: int, stamp: float) -> bytes | None:
         try:
-            return pack({"snapshot": self._snapshot(), "topic": "state", "seq": seq, "time": stamp})
+            return pack({"snapshot": self._snapshot(), "topic": "state", "seq": seq, "time": stamp})[0]
         except Exception:  # clients see the gap in seq and ask for get_state
             log.exception("could not build the state snapshot")
             return None

@@ -29,18 +29,9 @@ stop_backend() {
 trap stop_backend EXIT
 trap 'exit 130' INT TERM
 
-for _ in $(seq 1 120); do
-    if "$PY" -c 'import sys; from a4ps.client import Requester; from a4ps.config import load_settings
-r = Requester(load_settings().zmq.rep_addr, timeout_s=0.5)
-try:
-    sys.exit(0 if r.request("ping").get("ok") else 1)
-except Exception:
-    sys.exit(1)' 2>/dev/null; then
-        break
-    fi
-    kill -0 "$backend" 2>/dev/null || { echo "run.sh: the backend exited during start-up" >&2; exit 1; }
-    sleep 0.5
-done
+# Stop here, with a clear message, if the backend never answers or dies while starting
+# (A4PS_START_TIMEOUT_S, default 120 s: the first start may assemble and load the model).
+"$PY" -m a4ps wait-ready --pid "$backend" --timeout "${A4PS_START_TIMEOUT_S:-120}" || exit 1
 
 if [ "$mode" = ui ]; then
     "$PY" -m a4ps ui

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Callable
 
 from a4ps.config import ConfigError, Settings, load_codex, load_settings
@@ -15,19 +18,22 @@ from a4ps.config import ConfigError, Settings, load_codex, load_settings
 ORGAN_COMMANDS = ("a4ps.forge.commands", "a4ps.memory.commands", "a4ps.models.commands")
 
 EXIT_CONFIG = 2
+EXIT_BACKEND_LOST = 3  # the backend stopped answering while a task was followed
+SILENCE_PING_S = 5.0  # without events for this long, ask the backend whether it is still there
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from a4ps.backend.app import Backend
     from a4ps.logsetup import configure_logging
     from a4ps.models import ModelError
+    from a4ps.protos import ImageError
 
     configure_logging(settings.logging.level, settings.data_dir, "backend")
     codex = load_codex()
     try:
         backend = Backend(settings, codex)
         backend.start()
-    except (ModelError, OSError) as exc:
+    except (ModelError, OSError, ImageError) as exc:
         print(f"a4ps serve: {exc}", file=sys.stderr)
         return 1
 
@@ -85,7 +91,18 @@ def _connect(settings: Settings, timeout_s: float):
 
 
 def _ask_once(requester, events, text: str, out) -> int:
-    """Submit one task and stream its dialogue; the exit code says how it ended."""
+    """Submit one task and stream its dialogue; the exit code says how it ended. A backend that
+    stops answering (killed, hung) ends the wait with EXIT_BACKEND_LOST instead of waiting forever."""
+    from a4ps.client import BackendUnavailable
+
+    try:
+        return _follow_task(requester, events, text, out)
+    except BackendUnavailable as exc:
+        print(f"\na4ps: the backend stopped answering ({exc}); the task's outcome is unknown", file=sys.stderr)
+        return EXIT_BACKEND_LOST
+
+
+def _follow_task(requester, events, text: str, out) -> int:
     reply = requester.request("submit_task", text=text)
     if not reply.get("ok"):
         print(f"a4ps: {reply.get('error')}", file=sys.stderr)
@@ -95,12 +112,16 @@ def _ask_once(requester, events, text: str, out) -> int:
     printer = _DialoguePrinter(task_id, lambda piece: (out.write(piece), out.flush()))
     interrupted = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-    final = None
+    final, heard = None, time.monotonic()
     try:
         while final is None and not interrupted.is_set():
             item = events.poll_event(0.2)
             if item is not None:
+                heard = time.monotonic()
                 final = printer.on_event(*item)
+            elif time.monotonic() - heard > SILENCE_PING_S:
+                requester.request("ping")  # raises BackendUnavailable after the requester's timeout
+                heard = time.monotonic()
     finally:
         signal.signal(signal.SIGINT, previous)
     if final is None:
@@ -137,7 +158,44 @@ def cmd_chat(args: argparse.Namespace, settings: Settings) -> int:
         if not text:
             return 0
         events.drain(100_000)  # leave earlier events behind
-        _ask_once(requester, events, text, sys.stdout)
+        if _ask_once(requester, events, text, sys.stdout) == EXIT_BACKEND_LOST:
+            return EXIT_BACKEND_LOST
+
+
+def cmd_wait_ready(args: argparse.Namespace, settings: Settings) -> int:
+    """For run.sh: wait until the backend answers a ping; a clear message and exit 1 if it never
+    does (or its process `--pid` ends), so no window opens onto nothing."""
+    from a4ps.client import BackendUnavailable, Requester
+
+    requester = Requester(settings.zmq.rep_addr)
+    deadline = time.monotonic() + args.timeout
+    while True:
+        try:
+            if requester.request("ping", timeout_s=0.5).get("ok"):
+                return 0
+        except BackendUnavailable:
+            pass
+        if args.pid and not _process_alive(args.pid):
+            print("a4ps: the backend exited during start-up (see its output above)", file=sys.stderr)
+            return 1
+        if time.monotonic() >= deadline:
+            log_file = Path(settings.data_dir) / "logs" / "backend.log"
+            print(f"a4ps: no backend answered at {settings.zmq.rep_addr} within {args.timeout:g} s; "
+                  f"not going on without it (its log: {log_file})", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+
+
+def _process_alive(pid: int) -> bool:
+    """True while `pid` runs (a zombie, ended but not yet reaped, counts as ended)."""
+    try:
+        os.kill(pid, 0)
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    except (PermissionError, OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
@@ -158,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="interactive headless client for a running backend")
     chat.add_argument("--connect-timeout", type=float, default=10.0)
     chat.set_defaults(func=cmd_chat)
+    ready = sub.add_parser("wait-ready", help="wait until the backend answers (used by run.sh)")
+    ready.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (default 120)")
+    ready.add_argument("--pid", type=int, default=0, help="the backend's process: stop waiting if it ends")
+    ready.set_defaults(func=cmd_wait_ready)
     ui = sub.add_parser("ui", help="open the Kivy window on a running backend")
     ui.set_defaults(func=cmd_ui)
     for module_name in ORGAN_COMMANDS:

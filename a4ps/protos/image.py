@@ -2,6 +2,7 @@
 
 Loading dill runs code, so an image is only unpickled after its HMAC (keyed by a secret created on
 first run, mode 0600) verifies. A bad newest checkpoint falls back to the previous good one.
+Checkpoints are numbered by a counter, never the clock; temp files a crash left are removed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 
 import dill
 
+from a4ps.privatefile import STALE_TEMP_S, read_private, write_private
+
 log = logging.getLogger(__name__)
 
 MAGIC = b"A4PSIMG1"
@@ -34,25 +37,26 @@ class ImageSaveError(OSError):
 
 
 def load_or_create_key(path: Path) -> bytes:
-    """The signing key; created atomically with mode 0600 on first run."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) != 32:
-            raise ImageError(f"{path}: signing key is {len(key)} bytes, expected 32") from None
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, 0o600)
-            log.warning("image key %s had loose permissions; set to 0600", path)
+    """The signing key; created atomically (never empty or partial) with mode 0600 on first run.
+
+    An empty key file, left by a crash of versions that created it in place, signed nothing: it
+    is replaced rather than blocking every later start."""
+    key = read_private(path)
+    if key is not None and len(key) == 32:
         return key
-    key = secrets.token_bytes(32)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    log.info("created image signing key %s", path)
+    if key:
+        raise ImageError(f"{path}: signing key is {len(key)} bytes, expected 32")
+    if key is not None:
+        log.warning("image key %s is empty (a crash while it was created); making a new one", path)
+    key = write_private(path, secrets.token_bytes(32), replace=key is not None)
+    log.info("image signing key ready: %s", path)
     return key
+
+
+def _number(path: Path) -> int | None:
+    """The counter in `image-<number>.dill` (older images used the clock in ns: still a number)."""
+    digits = path.name[len("image-"):-len(".dill")]
+    return int(digits) if digits.isdigit() else None
 
 
 class LivingImage:
@@ -74,10 +78,25 @@ class LivingImage:
         return self._key
 
     def checkpoints(self) -> list[Path]:
-        """Checkpoint files, newest first."""
+        """Checkpoint files, newest first: by their number, a counter (a clock can go backwards)."""
         if not self.directory.is_dir():
             return []
-        return sorted(self.directory.glob("image-*.dill"), reverse=True)
+        numbered = [(_number(path), path) for path in self.directory.glob("image-*.dill")]
+        return [path for number, path in sorted(numbered, reverse=True) if number is not None]
+
+    def remove_stale_temps(self, older_than_s: float = STALE_TEMP_S) -> int:
+        """Delete half-written checkpoints a crash left behind; returns how many."""
+        removed, cutoff = 0, time.time() - older_than_s
+        for temp in self.directory.glob(".image-*.tmp") if self.directory.is_dir() else ():
+            try:
+                if temp.stat().st_mtime < cutoff:
+                    temp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            log.info("removed %d stale temp file(s) from %s", removed, self.directory)
+        return removed
 
     def save(self, state: dict[str, Any]) -> Path:
         """Write a new checkpoint atomically (temp, fsync, rename) and prune old ones.
@@ -97,15 +116,21 @@ class LivingImage:
         with self._lock:
             key = self._signing_key()
             mac = hmac.new(key, MAGIC + payload, hashlib.sha256).digest()
-            stamp = time.time_ns()
-            final = self.directory / f"image-{stamp:020d}.dill"
-            tmp = self.directory / f".image-{stamp:020d}.tmp"
-            with open(tmp, "wb") as handle:
-                handle.write(_HEADER.pack(MAGIC, mac, len(payload)))
-                handle.write(payload)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, final)
+            self.remove_stale_temps()
+            newest = self.checkpoints()[:1]
+            number = (_number(newest[0]) if newest else 0) + 1
+            final = self.directory / f"image-{number:020d}.dill"
+            tmp = self.directory / f".image-{number:020d}.tmp"
+            try:
+                with open(tmp, "wb") as handle:
+                    handle.write(_HEADER.pack(MAGIC, mac, len(payload)))
+                    handle.write(payload)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, final)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
             dir_fd = os.open(self.directory, os.O_RDONLY)
             try:
                 os.fsync(dir_fd)
@@ -145,6 +170,7 @@ class LivingImage:
     def load_latest(self) -> tuple[dict[str, Any] | None, Path | None]:
         """The newest checkpoint that verifies; (None, None) means a fresh start."""
         with self._lock:
+            self.remove_stale_temps()
             for path in self.checkpoints():
                 try:
                     state = self.read(path)

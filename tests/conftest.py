@@ -8,6 +8,25 @@ from tests.support.backend import BackendProcess
 from tests.support.config import write_config
 
 
+# What each sandbox backend needs of the machine; a non-root developer runs `-m "not needs_root"`.
+SANDBOX_MARKS = {"runsc": ("needs_runsc", "needs_root"), "docker": ("needs_docker", "needs_root"),
+                 "bwrap": ("needs_bwrap",)}
+SANDBOX_PARAMS = ("sandbox", "executor", "backend")  # fixtures/arguments that name a sandbox backend
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test by the sandbox backend it runs on (from its parameters), so the suites can
+    be selected by what the machine offers without each test file repeating it."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        backends = {value for key, value in params.items() if key in SANDBOX_PARAMS and isinstance(value, str)}
+        if "docker_executor" in getattr(item, "fixturenames", ()):
+            backends.add("docker")
+        for backend in backends & set(SANDBOX_MARKS):
+            for mark in SANDBOX_MARKS[backend]:
+                item.add_marker(mark)
+
+
 @pytest.fixture
 def config_dir(tmp_path):
     return write_config(tmp_path / "config")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -90,3 +91,66 @@ def backends_using(data_dir) -> list[int]:
         if b"serve" in cmdline and f"A4PS_DATA_DIR={data_dir}".encode() in environ:
             found.append(int(pid))
     return found
+
+
+ANSWER = "Take a raincoat."
+
+
+def scripted_answers(model, messages, fmt):
+    """The Ollama stand-in's answers (fast, deterministic, whatever the graph asks): prose is
+    ANSWER; a JSON answer fills each required field with the first allowed or simplest value."""
+    if not isinstance(fmt, dict):
+        return ANSWER
+    return json.dumps(_value_for(fmt))
+
+
+def _value_for(schema: dict):
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {name: _value_for(props[name]) for name in schema.get("required", props)}
+    return {"string": ANSWER, "boolean": False, "number": 0.1, "integer": 1, "array": []}.get(kind)
+
+
+ADD = {"name": "add_numbers", "docstring": "Add two integers.", "signature": "add_numbers(a: int, b: int) -> int",
+       "spec": "Return a + b.", "source": "def add_numbers(a: int, b: int) -> int:\n    return a + b\n",
+       "tests": "def test_add():\n    assert add_numbers(2, 3) == 5\n", "test_names": ["test_add"],
+       "model": "phi3:mini"}
+
+
+def test_chat_the_tool_commands_and_shutdown_on_a_scripted_backend(tmp_path):
+    """`a4ps chat` end to end, list_tools/get_tool on a tool from an earlier run, and the shutdown
+    command, on a backend whose model is the Ollama stand-in (so the dialogue is known)."""
+    from a4ps.forge import ToolRegistry
+    from a4ps.forge.registry import Tool
+    from tests.support.ollama_standin import OllamaStandIn
+
+    data = tmp_path / "data"
+    ToolRegistry(data / "tools").save(Tool(**ADD))
+    config = write_config(tmp_path / "config", settings={"graph.max_turns": 1})
+    with OllamaStandIn(models=["llama3.2:3b", "phi3:mini", "gemma2:2b"], responder=scripted_answers) as server:
+        backend = BackendProcess(data, config, extra_env={"OLLAMA_HOST": server.host}).start()
+        try:
+            chat = a4ps("chat", env=backend.env, input="It is raining. What should I wear?\n\n", timeout=300)
+            assert chat.returncode == 0, chat.stderr
+            assert chat.stdout.startswith("BAT OS headless client.") and chat.stdout.count("task> ") == 2
+            assert "[BRICK · brick · turn 1]" in chat.stdout and "[ROBIN · robin · turn 1]" in chat.stdout
+            assert "=== Synthesis (ALFRED, 1 turn(s)) ===\nTake a raincoat." in chat.stdout
+
+            listed = backend.request("list_tools")["tools"]
+            assert [t["name"] for t in listed] == ["add_numbers"] and "source" not in listed[0]
+            tool = backend.request("get_tool", name="add_numbers")["tool"]
+            assert tool["source"] == ADD["source"] and tool["tests"] == ADD["tests"]
+            assert backend.request("get_tool", name="nothing")["code"] == "not_found"
+
+            assert backend.request("shutdown") == {"ok": True, "stopping": True}
+            assert backend.proc.wait(60) == 0
+        finally:
+            if backend.proc.poll() is None:
+                backend.stop()
+    assert "stopping: shutdown command" in backend.output()
+    assert "living image saved; backend stopped" in backend.output()
+    state, _ = LivingImage(data / "image", data / "image.key", 5).load_latest()
+    assert [t["status"] for t in state["tasks"]] == ["done"]

@@ -136,7 +136,8 @@ def test_a_repair_is_logged_as_an_event_without_deadlock(stream):
     handler = BusLogHandler(stream.bus, logging.WARNING)
     logging.getLogger().addHandler(handler)
     try:
-        publisher = threading.Thread(target=stream.bus.publish, args=("token",), kwargs={"text": "half \ud83e"})
+        publisher = threading.Thread(target=stream.bus.publish, args=("token",), kwargs={"text": "half \ud83e"},
+                                     daemon=True)  # a deadlocked publisher must not hang the test run
         publisher.start()
         publisher.join(5)
         assert not publisher.is_alive(), "publishing deadlocked on its own log record"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
+import time
+from pathlib import Path
 
 import msgpack
 import pytest
 import zmq
 
 from a4ps.client import EventSubscriber, Requester
+from a4ps.protos import LivingImage
 from tests.support.backend import wait_for_task
 
 
@@ -135,3 +138,14 @@ def test_cancel_a_queued_task_and_run_one(backend):
     statuses = {t["task_id"]: t["status"] for t in state["tasks"]}
     assert statuses[first["task_id"]] == "done" and statuses[second["task_id"]] == "cancelled"
     events.close()
+
+
+def test_save_image_writes_a_signed_checkpoint(backend):
+    reply = backend.request("save_image")
+    path = Path(reply["path"])
+    assert reply["ok"] and path.parent == backend.data_dir / "image" and abs(reply["saved_at"] - time.time()) < 60
+    image = LivingImage(backend.data_dir / "image", backend.data_dir / "image.key", 5)
+    assert path in image.checkpoints()
+    state = image.read(path)  # the signature verifies
+    assert state["format"] == 2 and {t["task_id"] for t in state["tasks"]} == {
+        t["task_id"] for t in backend.request("get_state")["state"]["tasks"]}

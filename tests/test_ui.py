@@ -8,8 +8,8 @@ import time
 import pytest
 
 from tests.support.ui_harness import (ProtocolPeer, UnitTestTouch, drag, open_modals, press_enter, pump,
-                                   running_workspace, screenshot, settle, tap, type_text, ui_settings, wait_until,
-                                   wheel)
+                                     round_trip, running_workspace, screenshot, settle, tap, type_text, ui_settings,
+                                     wait_stable, wait_until, wheel)
 from tests.support.backend import BackendProcess
 from tests.support.config import write_config
 from a4ps.ui.approval_dialog import ApprovalDialog
@@ -69,7 +69,7 @@ def test_typed_task_streams_the_dialogue_token_by_token(workspace, backend, tmp_
     assert not workspace.task_box.stop_button.disabled
     screenshot(tmp_path / "screenshot-streaming.png")
     wait_until(lambda: workspace.tasks[task_id].get("status") in FINISHED, 300, "the end of the task")
-    settle(0.5)
+    wait_stable(lambda: len(workspace.dialogue.body.children), 10, "the dialogue to stop growing")
     shot = screenshot(tmp_path / "screenshot.png")
     assert shot.stat().st_size > 20_000
 
@@ -133,9 +133,8 @@ def test_drag_moves_a_morph_and_its_place_survives_a_restart(backend, tmp_path):
     settings = ui_settings(backend.config_dir, tmp_path / "ui-data", backend.pub_addr, backend.rep_addr)
     with running_workspace(settings) as ws:
         wait_until(lambda: len(ws.morph_canvas.protos) == 3, 30, "the protos")
-        settle(0.3)
         brick, alfred = ws.morph_canvas.protos["BRICK"], ws.morph_canvas.protos["ALFRED"]
-        start, alfred_start = tuple(brick.pos), tuple(alfred.pos)
+        start, alfred_start = wait_stable(lambda: (tuple(brick.pos), tuple(alfred.pos)), 10, "the morphs placed")
         tap(brick)
         assert tuple(brick.pos) == start, "a tap is not a drag"
         drag(brick, 140, -90)
@@ -147,9 +146,10 @@ def test_drag_moves_a_morph_and_its_place_survives_a_restart(backend, tmp_path):
         assert "proto:ALFRED" not in stored
     with running_workspace(settings) as ws:
         wait_until(lambda: len(ws.morph_canvas.protos) == 3, 30, "the protos after the restart")
-        settle(0.3)
-        assert tuple(ws.morph_canvas.protos["BRICK"].pos) == pytest.approx(moved, abs=1.5)
-        assert tuple(ws.morph_canvas.protos["ALFRED"].pos) == pytest.approx(alfred_start, abs=1.5)
+        brick_now, alfred_now = wait_stable(lambda: (tuple(ws.morph_canvas.protos["BRICK"].pos),
+                                                     tuple(ws.morph_canvas.protos["ALFRED"].pos)), 10,
+                                            "the morphs placed after the restart")
+        assert brick_now == pytest.approx(moved, abs=1.5) and alfred_now == pytest.approx(alfred_start, abs=1.5)
 
 
 def test_inspector_edit_reaches_the_backend_and_comes_back(workspace, backend, tmp_path):
@@ -160,8 +160,7 @@ def test_inspector_edit_reaches_the_backend_and_comes_back(workspace, backend, t
         wait_until(lambda: "ROBIN" in workspace.inspectors, 5, "the Inspector")
         inspector = workspace.inspectors["ROBIN"]
         assert isinstance(inspector, ProtoInspector) and inspector in open_modals()
-        settle(0.3)
-        assert inspector.prompt_input.text == original["system_prompt"]
+        wait_until(lambda: inspector.prompt_input.text == original["system_prompt"], 5, "the live prompt shown")
         screenshot(tmp_path / "screenshot-inspector.png")
 
         inspector.max_tokens_input.text = "5"
@@ -221,9 +220,9 @@ def test_tool_created_event_makes_a_tool_morph_that_shows_its_source(workspace):
     second = {**TOOL, "name": "reverse_words", "signature": "reverse_words(text: str) -> str"}
     workspace.handle_event("tool_created", {"topic": "tool_created", "seq": 2, "time": time.time(), "tool": second})
     workspace.handle_event("tool_created", {"topic": "tool_created", "seq": 3, "time": time.time(), "tool": TOOL})
-    settle(0.3)
     assert set(workspace.morph_canvas.tools) == {"word_count", "reverse_words"}
     morph = workspace.morph_canvas.tools["word_count"]
+    wait_stable(lambda: [tuple(m.pos) for m in workspace.morph_canvas.tools.values()], 10, "the tool morphs placed")
     assert morph.parent is workspace.morph_canvas
     assert morph._signature.text == TOOL["signature"]
     assert not morph.collide_widget(workspace.morph_canvas.tools["reverse_words"])
@@ -249,29 +248,24 @@ def test_approval_dialog_keeps_approve_disabled_until_the_history_is_read(worksp
     workspace.handle_event("codex_proposal", proposal_event("p-1"))
     dialog = workspace.approvals["p-1"]
     assert isinstance(dialog, ApprovalDialog) and dialog in open_modals()
-    settle(0.5)
-    assert dialog.history_body.height > dialog.history_scroll.height
+    wait_until(lambda: dialog.history_body.height > dialog.history_scroll.height > 0, 10, "the history laid out")
+    wait_stable(lambda: (tuple(dialog.approve_button.pos), dialog.history_scroll.scroll_y), 10, "the dialog opened")
     assert dialog.approve_button.disabled and not dialog.reject_button.disabled
     screenshot(tmp_path / "screenshot-approval.png")
     tap(dialog.approve_button)
     assert dialog.approve_button.disabled and "Sending" not in dialog.hint.text
     wheel(dialog.history_scroll, "scrollup")
-    settle(0.3)
-    assert 0 < dialog.history_scroll.scroll_y < 1 and dialog.approve_button.disabled
+    wait_until(lambda: dialog.history_scroll.scroll_y < 1, 5, "one notch of scrolling")
+    assert 0 < wait_stable(lambda: dialog.history_scroll.scroll_y, 10, "the scroll to stop") < 1
+    assert dialog.approve_button.disabled
     for _ in range(200):
         if dialog.history_scroll.scroll_y <= 0:
             break
         wheel(dialog.history_scroll, "scrollup")
-    settle(0.3)
-    assert not dialog.approve_button.disabled
+    wait_until(lambda: not dialog.approve_button.disabled, 10, "Approve once the history was read")
     wheel(dialog.history_scroll, "scrolldown")
-    settle(0.3)
+    wait_until(lambda: dialog.history_scroll.scroll_y > 0, 5, "scrolling back")
     assert not dialog.approve_button.disabled, "once read, scrolling back does not lock Approve again"
-    # The real backend has no decide_proposal yet: its error shows and the dialog stays open.
-    tap(dialog.approve_button)
-    wait_until(lambda: "did not take the decision" in dialog.hint.text, 15, "the backend's answer")
-    assert "decide_proposal" in dialog.hint.text
-    assert dialog in open_modals() and not dialog.approve_button.disabled
 
 
 def test_decisions_reach_the_backend_with_the_proof_of_reading(tmp_path):
@@ -282,21 +276,29 @@ def test_decisions_reach_the_backend_with_the_proof_of_reading(tmp_path):
         with running_workspace(settings) as ws:
             wait_until(lambda: ws.status_bar.connected is True, 10, "the ping")
             dialog = ws.open_approval(proposal_event("p-7"))
-            settle(0.5)
+            wait_stable(lambda: tuple(dialog.approve_button.pos), 10, "the dialog opened")
             tap(dialog.approve_button)
-            settle(0.5)
+            round_trip(ws)  # a decision, had one been sent, would have been answered before this
             assert peer.commands("decide_proposal") == []
             for _ in range(200):
                 if not dialog.approve_button.disabled:
                     break
                 wheel(dialog.history_scroll, "scrollup")
+            # A refusal shows the backend's reason and keeps the dialog open for another try.
+            peer.set_reply("decide_proposal", {"ok": False, "code": "invalid_value",
+                                               "error": "the history was not fetched"})
+            tap(dialog.approve_button)
+            wait_until(lambda: "did not take the decision" in dialog.hint.text, 10, "the refusal")
+            assert "the history was not fetched" in dialog.hint.text
+            assert dialog in open_modals() and not dialog.approve_button.disabled
+            peer.set_reply("decide_proposal", {"ok": True, "status": "recorded"})
             tap(dialog.approve_button)
             wait_until(lambda: dialog not in open_modals(), 10, "the dialog to close")
-            assert peer.commands("decide_proposal") == [
-                {"cmd": "decide_proposal", "proposal_id": "p-7", "decision": "approve", "history_read": True}]
+            approval = {"cmd": "decide_proposal", "proposal_id": "p-7", "decision": "approve", "history_read": True}
+            assert peer.commands("decide_proposal") == [approval, approval]
 
             unread = ws.open_approval(proposal_event("p-8"))
-            settle(0.5)
+            wait_stable(lambda: tuple(unread.reject_button.pos), 10, "the second dialog opened")
             tap(unread.reject_button)
             wait_until(lambda: unread not in open_modals(), 10, "the rejected dialog to close")
             assert peer.commands("decide_proposal")[-1] == {

@@ -62,8 +62,31 @@ def wait_until(predicate, timeout_s: float, what: str = "condition") -> None:
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
+def wait_stable(read, timeout_s: float, what: str = "a settled layout", frames: int = 5):
+    """Step frames until read() gives the same value `frames` frames in a row (layout and
+    animations done, however slow the machine); returns that value."""
+    deadline = time.monotonic() + timeout_s
+    last, same = object(), 0
+    while time.monotonic() < deadline:
+        EventLoop.idle()
+        value = read()
+        same = same + 1 if value == last else 0
+        last = value
+        if same >= frames:
+            return value
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def round_trip(workspace, timeout_s: float = 10.0) -> None:
+    """Wait until every command the workspace queued before now was answered (they go in order)."""
+    answered: list[dict] = []
+    workspace.bridge.request("ping", answered.append)
+    wait_until(lambda: bool(answered), timeout_s, "a round trip through the command queue")
+
+
 def settle(seconds: float) -> None:
-    """Keep the frame loop running for a while (animations, scroll effects, replies)."""
+    """Keep the frame loop running for a while: only where nothing can be waited for (a long
+    press being held, or showing that something does NOT happen)."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         EventLoop.idle()

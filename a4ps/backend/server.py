@@ -78,6 +78,7 @@ class ZmqServer:
         self._seq = 0
         self._outbox: deque[tuple[str, int, float, bytes | None]] = deque()  # topic, seq, time, packed
         self._rung = False
+        self._closed = False  # set (under the lock) when the bell pipe is closed
         self._bell_r, self._bell_w = os.pipe()
         os.set_blocking(self._bell_r, False)
         os.set_blocking(self._bell_w, False)
@@ -132,7 +133,7 @@ class ZmqServer:
             return self._seq
 
     def _ring(self) -> None:  # under self._lock
-        if not self._rung:
+        if not self._rung and not self._closed:
             self._rung = True
             try:
                 os.write(self._bell_w, b"\0")
@@ -177,6 +178,8 @@ class ZmqServer:
 
     def _send_outbox(self, xpub: zmq.Socket) -> None:
         with self._lock:
+            if self._closed:
+                return
             try:
                 while os.read(self._bell_r, 4096):
                     pass
@@ -241,6 +244,8 @@ class ZmqServer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        for fd in (self._bell_r, self._bell_w):
-            os.close(fd)
+        with self._lock:  # a publisher racing this stop never writes to a closed (or reused) fd
+            self._closed = True
+            for fd in (self._bell_r, self._bell_w):
+                os.close(fd)
         self._context.term()

@@ -34,8 +34,9 @@ def graph_config(**overrides):
 def speaker(messages):
     """Which instruction the last user message is (the codex names the persona who speaks next)."""
     last = messages[-1]["content"]
-    for prefix, node in (("The person's task", "plan"), ("BRICK, work", "thesis"), ("BRICK, ROBIN has", "revision"),
-                         ("ROBIN, answer", "antithesis"), ("ALFRED, write the final", "synthesis")):
+    for prefix, node in (("The person's task", "plan"), ("BRICK's part: answer", "thesis"),
+                         ("BRICK's part: ROBIN has", "revision"), ("ROBIN's part", "antithesis"),
+                         ("ALFRED's part: write the final", "synthesis")):
         if last.startswith(prefix):
             return node
     return None
@@ -64,6 +65,8 @@ class Script:
             return {"plan": "1. Understand. 2. Answer.", "antithesis": "I feel you.",
                     "synthesis": "Final answer."}[node]
         props = fmt["properties"]
+        if "form" in props:
+            return json.dumps({"form": "prose", "items": 0, "list_marker": "1."})
         if "needs_tool" in props:
             wants = self.thesis_count == self.tool_on_turn
             answer = {"needs_tool": wants, "tool_spec": "count words in a text" if wants else ""}
@@ -135,7 +138,7 @@ def test_the_personas_share_one_growing_conversation():
         assert after[:len(before)] == before, "a prompt did not extend the previous one"
     assert [speaker(m) for m in prose] == ["plan", "thesis", "antithesis", "revision", "antithesis", "synthesis"]
     # ROBIN's verdict is asked after her own reply, on the same conversation
-    verdict_calls = [m for m in script.calls if m[-1]["content"].startswith("ROBIN, now judge")]
+    verdict_calls = [m for m in script.calls if m[-1]["content"].startswith("ROBIN's verdict")]
     assert len(verdict_calls) == 2 and verdict_calls[0][-2] == {"role": "assistant", "content": "I feel you."}
 
 

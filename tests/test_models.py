@@ -7,7 +7,6 @@ import json
 import pytest
 
 from a4ps.config import load_settings
-from a4ps.graph import schemas
 from a4ps.models import ModelError, ModelManager, StructuredOutputError, select_provider
 from a4ps.models.embedded import EmbeddedProvider
 from a4ps.models.ollama_provider import OllamaProvider
@@ -15,6 +14,21 @@ from a4ps.models.structured import FieldStreamer
 from a4ps.models.types import Sampling
 from tests.support.config import free_port, plumbing_model
 from tests.support.ollama_standin import OllamaStandIn
+
+# Two answer shapes of the kind the graph and forge ask for: prose plus a score, and prose alone.
+REPLY = {
+    "type": "object",
+    "properties": {"response": {"type": "string", "minLength": 1, "maxLength": 700},
+                   "dissonance": {"type": "number", "minimum": 0, "maximum": 1}},
+    "required": ["response", "dissonance"],
+    "additionalProperties": False,
+}
+ANSWER = {
+    "type": "object",
+    "properties": {"answer": {"type": "string", "minLength": 1, "maxLength": 1200}},
+    "required": ["answer"],
+    "additionalProperties": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +53,7 @@ MESSAGES = [{"role": "system", "content": "You are ROBIN, warm and brief."},
 # --- embedded ----------------------------------------------------------------------------------
 def test_embedded_schema_answer_is_validated_and_streamed(embedded):
     tokens = []
-    result = embedded.chat(MESSAGES, model="smollm2", schema=schemas.ANTITHESIS,
+    result = embedded.chat(MESSAGES, model="smollm2", schema=REPLY,
                            sampling=Sampling(0.7, 0.95, 300), on_token=tokens.append, stream_field="response")
     assert set(result.data) == {"response", "dissonance"}
     assert 0.0 <= result.data["dissonance"] <= 1.0
@@ -50,7 +64,7 @@ def test_embedded_schema_answer_is_validated_and_streamed(embedded):
 def test_embedded_bounds_hold_over_samples(embedded):
     for seed_text in ("tea", "taxes", "a lost dog", "the moon"):
         messages = [MESSAGES[0], {"role": "user", "content": f"Rate how troubling '{seed_text}' is."}]
-        data = embedded.chat(messages, model="smollm2", schema=schemas.ANTITHESIS,
+        data = embedded.chat(messages, model="smollm2", schema=REPLY,
                              sampling=Sampling(1.0, 1.0, 300)).data
         assert 0.0 <= data["dissonance"] <= 1.0 and 1 <= len(data["response"]) <= 700
 
@@ -108,12 +122,12 @@ def test_ollama_chat_streams_with_schema_options_and_keep_alive():
     with OllamaStandIn(models=["gemma2:2b"], responder=scripted([answer])) as server:
         manager = ModelManager(OllamaProvider(ollama_config(server.host).ollama))
         tokens = []
-        result = manager.chat(MESSAGES, model="gemma2:2b", schema=schemas.ANTITHESIS,
+        result = manager.chat(MESSAGES, model="gemma2:2b", schema=REPLY,
                               sampling=Sampling(0.3, 0.8, 99), on_token=tokens.append, stream_field="response")
         assert result.data == {"response": "I hear you; tea soothes.", "dissonance": 0.25}
         assert "".join(tokens) == "I hear you; tea soothes." and len(tokens) > 1
         path, body = [r for r in server.requests if r[0] == "/api/chat"][0]
-        assert body["format"] == schemas.ANTITHESIS and body["stream"] is True
+        assert body["format"] == REPLY and body["stream"] is True
         assert body["options"]["temperature"] == 0.3 and body["options"]["num_predict"] == 99
         assert body["keep_alive"] == "5m" and body["messages"] == MESSAGES
 
@@ -122,11 +136,11 @@ def test_ollama_sequential_residency():
     ok = json.dumps({"answer": "fine"})
     with OllamaStandIn(models=["a:1", "b:1"], responder=lambda *a: ok) as server:
         manager = ModelManager(OllamaProvider(ollama_config(server.host).ollama))
-        manager.chat(MESSAGES, model="a:1", schema=schemas.SYNTHESIS)
+        manager.chat(MESSAGES, model="a:1", schema=ANSWER)
         assert server.resident() == ["a:1"]
-        manager.chat(MESSAGES, model="b:1", schema=schemas.SYNTHESIS)
+        manager.chat(MESSAGES, model="b:1", schema=ANSWER)
         assert server.resident() == ["b:1"]  # a:1 was unloaded before b:1 was used
-        manager.chat(MESSAGES, model="b:1", schema=schemas.SYNTHESIS)
+        manager.chat(MESSAGES, model="b:1", schema=ANSWER)
         assert server.load_count == {"a:1": 1, "b:1": 1}
         manager.unload()
         assert server.resident() == []
@@ -137,7 +151,7 @@ def test_invalid_answer_is_retried_with_the_error_then_accepted():
     with OllamaStandIn(models=["m"], responder=scripted(["not json at all", '{"answer": ""}', good])) as server:
         manager = ModelManager(OllamaProvider(ollama_config(server.host).ollama), json_retries=2)
         retries = []
-        result = manager.chat(MESSAGES, model="m", schema=schemas.SYNTHESIS,
+        result = manager.chat(MESSAGES, model="m", schema=ANSWER,
                               on_retry=lambda n, err: retries.append(err))
         assert result.data == {"answer": "done"} and result.attempts == 3
         assert "not valid JSON" in retries[0] and "answer" in retries[1]
@@ -149,7 +163,7 @@ def test_garbage_after_all_retries_raises_structured_error():
     with OllamaStandIn(models=["m"], responder=lambda *a: '{"dissonance": 7}') as server:
         manager = ModelManager(OllamaProvider(ollama_config(server.host).ollama), json_retries=1)
         with pytest.raises(StructuredOutputError, match="no valid answer after 2 attempts"):
-            manager.chat(MESSAGES, model="m", schema=schemas.ANTITHESIS)
+            manager.chat(MESSAGES, model="m", schema=REPLY)
 
 
 def test_ollama_embed_and_errors():
@@ -159,3 +173,28 @@ def test_ollama_embed_and_errors():
         assert len(vectors) == 2 and len(vectors[0]) == 16 and vectors[0] != vectors[1]
         with pytest.raises(ModelError, match="not found"):
             manager.chat(MESSAGES, model="missing:1")
+
+
+def test_field_streamer_joins_an_escaped_surrogate_pair():
+    """An emoji arrives as two \\u escapes; emitting the halves apart would be invalid UTF-8."""
+    text = json.dumps({"answer": "hi \U0001F600 there \u00e9", "x": 1})
+    streamer = FieldStreamer("answer")
+    shown = "".join(streamer.feed(ch) for ch in text)
+    assert shown == "hi \U0001F600 there \u00e9"
+    shown.encode("utf-8")  # raises on a lone surrogate
+
+
+def test_a_prose_layout_shapes_the_embedded_answer():
+    """A list layout grammar makes even the small model write exactly the asked number of items."""
+    from a4ps.models.structured import list_layout
+
+    settings = plumbing_model(load_settings())
+    provider = EmbeddedProvider(settings.models.embedded)
+    try:
+        result = provider.chat("m", [{"role": "user", "content": "Name some fruits."}], None,
+                               Sampling(0.7, 0.9, 120, 1.1, layout=list_layout(3)), None)
+    finally:
+        provider.unload()
+    lines = result.text.strip().split("\n")
+    assert [line[:3] for line in lines] == ["1. ", "2. ", "3. "], result.text
+    assert result.prompt_tokens > 0

@@ -140,6 +140,7 @@ class Persona(_Strict):
 class Prompts(_Strict):
     society: str
     plan: str
+    form: str
     thesis: str
     revision: str
     tool_need: str

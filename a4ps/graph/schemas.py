@@ -11,6 +11,19 @@ VERDICT = {
     "additionalProperties": False,
 }
 
+# ALFRED's reading of the form the final answer must take; a list of N items is then written under a
+# layout grammar that allows exactly N lines.
+FORM = {
+    "type": "object",
+    "properties": {
+        "form": {"type": "string", "enum": ["prose", "number", "list", "code"]},
+        "items": {"type": "integer", "minimum": 0, "maximum": 12},
+        "list_marker": {"type": "string", "enum": ["1.", "-"]},
+    },
+    "required": ["form", "items", "list_marker"],
+    "additionalProperties": False,
+}
+
 TOOL_NEED = {
     "type": "object",
     "properties": {

@@ -20,6 +20,7 @@ from a4ps.config.templates import render
 from a4ps.events import EventBus
 from a4ps.graph import dissonance, schemas
 from a4ps.graph.voice import TaskCancelled, Voices
+from a4ps.models.structured import list_layout
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class DialogueState(TypedDict, total=False):
     task: str
     memories: str
     plan: str
+    form: dict  # ALFRED's reading of the answer's form (schemas.FORM)
     transcript: Annotated[list[dict], operator.add]  # the shared conversation (chat messages)
     dialogue: Annotated[list[dict], operator.add]    # who said what, for people and memory
     turn: int
@@ -102,7 +104,7 @@ class SocraticGraph:
 
     # --- the conversation ---------------------------------------------------------------------
     def _society(self) -> str:
-        personas = "\n".join(f"{p['name']} ({p['role']}) {p['system_prompt']}" for p in self._voices.personas())
+        personas = "\n".join(f"- {p['name']}: {p['role']} {p['system_prompt']}" for p in self._voices.personas())
         principles = "\n".join(f"- {p.text}" for p in self._codex.principle) or "(none)"
         return render(self._prompts.society, personas=personas, principles=principles)
 
@@ -117,11 +119,11 @@ class SocraticGraph:
         return [{"role": "system", "content": self._society()}, *transcript, *tail]
 
     def _speak(self, persona: str, node: str, state: DialogueState, instruction: str, turn: int,
-               max_tokens: int) -> tuple[list[dict], str]:
+               max_tokens: int, layout: str | None = None) -> tuple[list[dict], str]:
         """The persona answers the instruction in prose; returns (the messages it saw, its answer)."""
         messages = self._messages(state, {"role": "user", "content": instruction})
         text = self._voices.speak(persona, messages, task_id=state["task_id"], node=node, turn=turn,
-                                  cancel=self._cancel, max_tokens=max_tokens)
+                                  cancel=self._cancel, max_tokens=max_tokens, layout=layout)
         return messages, text or "(no answer)"
 
     def _decide(self, persona: str, node: str, state: DialogueState, seen: list[dict], answer: str,
@@ -144,9 +146,11 @@ class SocraticGraph:
             except Exception:  # memory is an aid; a failing store must not fail the task
                 log.exception("memory recall failed; planning without memories")
         instruction = self._fill(self._prompts.plan, {**state, "memories": memories})
-        _, plan = self._speak("ALFRED", "alfred_plan", state, instruction, 0, self._config.plan_tokens)
-        self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_plan", turn=0, text=plan, data={})
-        return {"plan": plan, "memories": memories, "transcript": self._exchange(instruction, plan),
+        seen, plan = self._speak("ALFRED", "alfred_plan", state, instruction, 0, self._config.plan_tokens)
+        form = self._decide("ALFRED", "alfred_plan", state, seen, plan, self._fill(self._prompts.form, state),
+                            schemas.FORM, 0)
+        self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_plan", turn=0, text=plan, data=form)
+        return {"plan": plan, "memories": memories, "form": form, "transcript": self._exchange(instruction, plan),
                 "dialogue": [{"persona": "ALFRED", "node": "alfred_plan", "turn": 0, "text": plan}]}
 
     def brick(self, state: DialogueState) -> dict:
@@ -221,8 +225,10 @@ class SocraticGraph:
     def alfred_synthesize(self, state: DialogueState) -> dict:
         turn = state.get("turn", 0)
         instruction = self._fill(self._prompts.synthesis, state)
+        form = state.get("form") or {}
+        layout = list_layout(form["items"], form["list_marker"]) if form.get("form") == "list" and form.get("items") else None
         _, answer = self._speak("ALFRED", "alfred_synthesize", state, instruction, turn,
-                                self._config.synthesis_tokens)
+                                self._config.synthesis_tokens, layout=layout)
         self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_synthesize", turn=turn,
                                text=answer, data={})
         return {"answer": answer}
@@ -271,6 +277,12 @@ class SocraticGraph:
         return graph.compile()
 
     # --- running -------------------------------------------------------------------------------
+    def warm(self) -> None:
+        """Have the model read the society's system message before the first task (a local model
+        keeps it cached, so the first plan starts streaming after reading only the task)."""
+        self._voices.warm("ALFRED", [{"role": "system", "content": self._society()},
+                                     {"role": "user", "content": "The person's task:"}])
+
     def run(self, task_id: str, task: str, memories: str = "",
             cancel: threading.Event | None = None) -> DialogueState:
         """Run one task to its synthesis; raises TaskCancelled once `cancel` is set (even if set before)."""

@@ -45,9 +45,10 @@ class Voices:
         return proto.model, Sampling(temperature, proto.top_p, tokens, self._repeat_penalty)
 
     def speak(self, persona: str, messages: list[dict], *, task_id: str, node: str, turn: int,
-              cancel: threading.Event, max_tokens: int | None = None) -> str:
-        """Stream the persona's prose to the bus; returns the whole text."""
+              cancel: threading.Event, max_tokens: int | None = None, layout: str | None = None) -> str:
+        """Stream the persona's prose to the bus; returns the whole text. `layout` shapes it (a grammar)."""
         model, sampling = self._sampling(persona, max_tokens, decision=False)
+        sampling.layout = layout
         started = False
 
         def on_token(text: str) -> None:
@@ -96,6 +97,11 @@ class Voices:
                           first_token_s=result.extra.get("first_token_s"), seconds=round(result.seconds, 3),
                           attempts=result.attempts)
         return result
+
+    def warm(self, persona: str, messages: list[dict]) -> None:
+        """Process a prompt once without showing anything, so its prefix is cached for the next task."""
+        model, sampling = self._sampling(persona, 1, decision=True)
+        self._models.chat(messages, model=model, sampling=sampling)
 
     def utterance(self, persona: str, *, task_id: str, node: str, turn: int, text: str, data: dict) -> None:
         self._bus.publish("utterance", task_id=task_id, persona=persona, node=node, turn=turn, text=text, data=data)

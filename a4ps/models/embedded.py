@@ -94,12 +94,19 @@ class EmbeddedProvider:
                 log.info("embedded model %s loaded in %.2f s", path.name, time.perf_counter() - started)
             return self._llm
 
-    def _grammar(self, schema: dict) -> Any:
+    def _grammar(self, schema: dict | None, layout: str | None) -> Any:
+        """The compiled grammar for a JSON schema, else for a prose layout, else None (cached)."""
         from llama_cpp import LlamaGrammar
 
-        key = json.dumps(schema, sort_keys=True)
+        if schema is None and not layout:
+            return None
+        key = json.dumps(schema, sort_keys=True) if schema is not None else layout
         if key not in self._grammars:
-            self._grammars[key] = LlamaGrammar.from_string(schema_to_gbnf(schema), verbose=False)
+            text = schema_to_gbnf(schema) if schema is not None else layout
+            try:
+                self._grammars[key] = LlamaGrammar.from_string(text, verbose=False)
+            except ValueError as exc:
+                raise ModelError(f"invalid grammar: {exc}") from exc
         return self._grammars[key]
 
     def chat(
@@ -112,7 +119,7 @@ class EmbeddedProvider:
     ) -> ChatResult:
         with self._lock:
             llm = self.load()
-            grammar = self._grammar(schema) if schema else None
+            grammar = self._grammar(schema, sampling.layout)
             started = time.perf_counter()
             cached = [int(t) for t in llm.input_ids[: llm.n_tokens]]  # what the KV cache holds now
             pieces: list[str] = []

@@ -11,8 +11,9 @@ import json
 import re
 from typing import Any
 
+import functools
+
 import jsonschema
-from llama_cpp import llama_grammar
 
 from a4ps.models.types import StructuredOutputError
 
@@ -42,42 +43,50 @@ def parse_and_validate(text: str, schema: dict) -> dict:
     return validate(data, schema)
 
 
-class _BoundedSchemaConverter(llama_grammar.SchemaConverter):
-    """Tighter grammar than llama.cpp's converter: numbers in [0, 1], small int ranges, string
-    lengths as one bounded repetition (the stock converter nests maxLength into a huge rule), and
-    strings whose pattern only fixes a literal start ("^def ")."""
+@functools.cache
+def _converter_class() -> type:
+    """The converter subclass, built on first use: importing llama_cpp loads libllama, which an
+    Ollama-only process never needs."""
+    from llama_cpp import llama_grammar
 
-    def visit(self, schema, name):  # noqa: D102 - same contract as the parent
-        kind = schema.get("type") if isinstance(schema, dict) else None
-        rule_name = name or "root"
-        if kind == "number" and schema.get("minimum", -1) >= 0 and schema.get("maximum", 2) <= 1:
-            return self._add_rule(rule_name, _UNIT_INTERVAL_RULE)
-        if kind == "integer" and "minimum" in schema and "maximum" in schema:
-            low, high = int(schema["minimum"]), int(schema["maximum"])
-            if 0 <= high - low <= 200:
-                alternatives = " | ".join(f'"{n}"' for n in range(high, low - 1, -1))
-                return self._add_rule(rule_name, f"({alternatives}) space")
-        if kind == "string" and "maxLength" in schema and "format" not in schema:
-            low, high = int(schema.get("minLength", 0)), int(schema["maxLength"])
-            pattern = schema.get("pattern")
-            prefix = _literal_prefix(pattern) if pattern else None
-            if prefix is not None:  # "^def " and the like: the literal, then free text
-                start, low, high = f'"{prefix}" ', max(0, low - len(prefix)), high - len(prefix)
-            elif pattern is None and low >= 1:  # prose starts with a word, not stray punctuation
-                start, low, high = "[A-Za-z0-9] ", low - 1, high - 1
-            elif pattern is None:
-                start = ""
-            else:
-                return super().visit(schema, name)
-            char = self._add_primitive("char", llama_grammar.PRIMITIVE_RULES["char"])
-            return self._add_rule(rule_name, f'"\\"" {start}{char}{{{low},{high}}} "\\"" space')
-        return super().visit(schema, name)
+    class _BoundedSchemaConverter(llama_grammar.SchemaConverter):
+        """Tighter grammar than llama.cpp's converter: numbers in [0, 1], small int ranges, string
+        lengths as one bounded repetition (the stock converter nests maxLength into a huge rule), and
+        strings whose pattern only fixes a literal start ("^def ")."""
+
+        def visit(self, schema, name):  # noqa: D102 - same contract as the parent
+            kind = schema.get("type") if isinstance(schema, dict) else None
+            rule_name = name or "root"
+            if kind == "number" and schema.get("minimum", -1) >= 0 and schema.get("maximum", 2) <= 1:
+                return self._add_rule(rule_name, _UNIT_INTERVAL_RULE)
+            if kind == "integer" and "minimum" in schema and "maximum" in schema:
+                low, high = int(schema["minimum"]), int(schema["maximum"])
+                if 0 <= high - low <= 200:
+                    alternatives = " | ".join(f'"{n}"' for n in range(high, low - 1, -1))
+                    return self._add_rule(rule_name, f"({alternatives}) space")
+            if kind == "string" and "maxLength" in schema and "format" not in schema:
+                low, high = int(schema.get("minLength", 0)), int(schema["maxLength"])
+                pattern = schema.get("pattern")
+                prefix = _literal_prefix(pattern) if pattern else None
+                if prefix is not None:  # "^def " and the like: the literal, then free text
+                    start, low, high = f'"{prefix}" ', max(0, low - len(prefix)), high - len(prefix)
+                elif pattern is None and low >= 1:  # prose starts with a word, not stray punctuation
+                    start, low, high = "[A-Za-z0-9] ", low - 1, high - 1
+                elif pattern is None:
+                    start = ""
+                else:
+                    return super().visit(schema, name)
+                char = self._add_primitive("char", llama_grammar.PRIMITIVE_RULES["char"])
+                return self._add_rule(rule_name, f'"\\"" {start}{char}{{{low},{high}}} "\\"" space')
+            return super().visit(schema, name)
 
 
-    def _add_primitive(self, name, rule):  # noqa: D102 - same contract as the parent
-        if name == "char":  # every JSON string character, bounded or not, without raw control characters
-            return self._add_rule("char", _CHAR_RULE)
-        return super()._add_primitive(name, rule)
+        def _add_primitive(self, name, rule):  # noqa: D102 - same contract as the parent
+            if name == "char":  # every JSON string character, bounded or not, without raw control characters
+                return self._add_rule("char", _CHAR_RULE)
+            return super()._add_primitive(name, rule)
+
+    return _BoundedSchemaConverter
 
 
 def _literal_prefix(pattern: str) -> str | None:
@@ -88,7 +97,7 @@ def _literal_prefix(pattern: str) -> str | None:
 
 def schema_to_gbnf(schema: dict) -> str:
     """A GBNF grammar that makes llama.cpp produce only JSON of this schema's shape."""
-    converter = _BoundedSchemaConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
+    converter = _converter_class()(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     schema = converter.resolve_refs(schema, "")
     converter.visit(schema, "")
     return converter.format_grammar()
@@ -106,6 +115,7 @@ class FieldStreamer:
         self._escape = ""  # pending escape sequence after a backslash
         self._buffer: list[str] = []  # current string's characters
         self._last_key: str | None = None
+        self._high_surrogate: int | None = None
         self._expect_value = False
         self._emitting = False
 
@@ -143,9 +153,11 @@ class FieldStreamer:
                 if len(self._escape) < 6:
                     return ""
                 try:
-                    decoded = chr(int(self._escape[2:], 16))
+                    code = int(self._escape[2:], 16)
                 except ValueError:
-                    decoded = ""
+                    code = None
+                self._escape = ""
+                return self._code_point(code)
             else:
                 decoded = self._ESCAPES.get(ch, ch)
             self._escape = ""
@@ -159,6 +171,23 @@ class FieldStreamer:
         self._buffer.append(ch)
         return ch
 
+    def _code_point(self, code: int | None) -> str:
+        """A \\uXXXX escape; a surrogate pair (an emoji) is emitted only once both halves arrived,
+        as one character: a lone half is not valid UTF-8 and would break the message carrying it."""
+        if code is None:
+            return ""
+        if 0xD800 <= code <= 0xDBFF:
+            self._high_surrogate = code
+            return ""
+        if 0xDC00 <= code <= 0xDFFF:
+            high, self._high_surrogate = self._high_surrogate, None
+            if high is None:
+                return ""
+            code = 0x10000 + ((high - 0xD800) << 10) + (code - 0xDC00)
+        decoded = chr(code)
+        self._buffer.append(decoded)
+        return decoded
+
     def _close_string(self) -> None:
         self._in_string = False
         if self._depth == 1 and not self._expect_value:
@@ -166,3 +195,13 @@ class FieldStreamer:
         elif self._depth == 1:
             self._expect_value = False
         self._emitting = False
+
+
+def list_layout(items: int, marker: str = "1.") -> str:
+    """GBNF for prose that is exactly `items` list lines ("1. ..." numbered, or "- ..." bullets), one
+    line each: a task that asks for three things gets three, whatever the model would ramble."""
+    lines = []
+    for number in range(1, items + 1):
+        prefix = f"{number}. " if marker == "1." else "- "
+        lines.append(f'"{prefix}" item' + (' "\\n"' if number < items else ""))
+    return "root ::= " + " ".join(lines) + '\nitem ::= [A-Za-z0-9*"(] [^\\n]{1,400}\n'

@@ -22,6 +22,9 @@ class Sampling:
     top_p: float = 0.9
     max_tokens: int = 256
     repeat_penalty: float = 1.15
+    # A GBNF grammar the prose must follow (e.g. exactly three numbered items): it shapes text that is
+    # shown, never parsed. The embedded provider enforces it; providers without grammars ignore it.
+    layout: str | None = None
 
 
 @dataclass

@@ -1,0 +1,92 @@
+"""The mind on the capable embedded default (Qwen2.5-Coder-1.5B): BRICK asks for a tool only when
+computing answers the task, and ROBIN's dissonance rises for an off-topic reply. Few and focused:
+each test is a handful of real model calls (about a minute in all on 2 cores)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from a4ps.config import load_codex, load_settings
+from a4ps.events import EventBus
+from a4ps.graph import SocraticGraph, dissonance, schemas
+from a4ps.graph.voice import Voices
+from a4ps.memory import make_embedder
+from a4ps.models import ModelError, ModelManager
+from a4ps.models.embedded import EmbeddedProvider
+from a4ps.protos import ProtoManager
+
+pytestmark = pytest.mark.capable_model
+
+
+@pytest.fixture(scope="module")
+def society(tmp_path_factory):
+    settings = load_settings()  # the project's default embedded model: the capable one
+    settings.models.embedded.models_dir = settings.models.embedded.models_dir or str(tmp_path_factory.mktemp("models"))
+    settings.graph.thesis_tokens = 160
+    provider = EmbeddedProvider(settings.models.embedded)
+    try:
+        provider.load()
+    except ModelError as exc:
+        pytest.fail(f"the capable default model is not available: {exc}")
+    models = ModelManager(provider, json_retries=2)
+    embedder = make_embedder("minilm", None, "")
+    models.set_embedder(lambda texts: embedder.embed(texts).tolist())
+    codex = load_codex()
+    protos = ProtoManager.from_codex(codex, "embedded")
+    bus = EventBus()
+    voices = Voices(models, protos, bus, settings.models.max_tokens, settings.models.repeat_penalty)
+    graph = SocraticGraph(voices, codex, settings.graph, bus)
+    yield graph, voices, settings
+    provider.unload()
+
+
+def brick_decision(graph: SocraticGraph, task: str) -> dict:
+    """ALFRED plans, BRICK analyses: the state after BRICK's first turn."""
+    state = {"task_id": "cap", "task": task, "turn": 0, "transcript": [], "dialogue": [], "tool_results": [],
+             "dissonance": []}
+    for node in (graph.alfred_plan, graph.brick):
+        update = node(state)
+        for key, value in update.items():
+            state[key] = state.get(key, []) + value if key in ("transcript", "dialogue") else value
+    return state
+
+
+@pytest.mark.parametrize("task, wants_tool", [
+    ("A friend of mine is nervous about a job interview tomorrow. What three things should she do tonight?", False),
+    ("What is the difference between a list and a tuple in Python?", False),
+    ("How many prime numbers are there below 1,000,000? I need the exact count.", True),
+])
+def test_brick_asks_for_a_tool_only_when_computing_answers_the_task(society, task, wants_tool):
+    graph, _, _ = society
+    state = brick_decision(graph, task)
+    assert (state["tool_request"] is not None) is wants_tool, state["dialogue"][-1]["text"][:300]
+
+
+def test_off_topic_reply_is_more_dissonant_than_an_agreeing_one(society):
+    """The same analysis, two replies by ROBIN: one agreeing on the task, one about something else."""
+    _, voices, settings = society
+    system = {"role": "system", "content": "You are BAT OS, a society of personas: BRICK analyses, ROBIN empathises."}
+    task = "A pencil costs 3 cents more than an eraser. Together they cost 25 cents. What does the eraser cost?"
+    analysis = ("Let the eraser cost e cents. Then the pencil costs e + 3, and e + (e + 3) = 25, so 2e = 22 and "
+                "e = 11. The eraser costs 11 cents and the pencil 14 cents.")
+    replies = {
+        "agreeing": "Yes, that is right: 11 + 14 = 25 and the pencil is 3 cents dearer. The eraser costs 11 cents, "
+                    "which answers exactly what was asked.",
+        "off_topic": "My grandmother loved her garden. Every spring she planted roses and tulips, and we would sit "
+                     "together in the evening listening to the birds. I miss her stories very much.",
+    }
+    values = {}
+    for name, reply in replies.items():
+        messages = [system, {"role": "user", "content": f"The person's task: {task}\n\nBRICK, work it out."},
+                    {"role": "assistant", "content": analysis},
+                    {"role": "user", "content": "ROBIN, answer BRICK from the side of the person who asked."},
+                    {"role": "assistant", "content": reply},
+                    {"role": "user", "content": load_codex().prompts.verdict}]
+        verdict = voices.decide("ROBIN", messages, schemas.VERDICT, task_id="cap", node="robin", turn=1,
+                                cancel=threading.Event())["verdict"]
+        values[name] = dissonance.measure(verdict, analysis, reply, voices.embed,
+                                          settings.graph.dissonance_embedding_weight)
+    assert values["off_topic"].value > values["agreeing"].value, values
+    assert values["agreeing"].value <= settings.graph.convergence_threshold, values

@@ -101,6 +101,7 @@ def main() -> None:
     parser.add_argument("--max-turns", type=int, default=0)
     parser.add_argument("--model", default="", help="a catalog name (default: settings)")
     parser.add_argument("--model-path", default="")
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: settings)")
     parser.add_argument("--json-out", default="")
     args = parser.parse_args()
 
@@ -123,6 +124,8 @@ def main() -> None:
         settings.models.embedded.model = args.model
     if args.model_path:
         settings.models.embedded.model_path = args.model_path
+    if args.threads:
+        settings.models.embedded.n_threads = args.threads
     if args.max_turns:
         settings.graph.max_turns = args.max_turns
 

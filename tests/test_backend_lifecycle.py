@@ -117,14 +117,17 @@ def test_backend_on_ollama_stand_in_keeps_one_model_resident(tmp_path):
     def responder(model, messages, fmt):
         with lock:
             residency.append(list(server.resident()))
-        props = fmt["properties"]
-        if "plan" in props:
-            return json.dumps({"plan": "1. Listen. 2. Answer."})
-        if "analysis" in props:
-            return json.dumps({"analysis": "Rain needs a coat.", "needs_tool": False, "tool_spec": ""})
-        if "dissonance" in props:
-            return json.dumps({"response": "Stay dry and warm.", "dissonance": 0.2})
-        return json.dumps({"answer": "Take a raincoat."})
+        if fmt is not None:  # the constrained follow-ups: the answer's form, ROBIN's verdict
+            props = fmt["properties"]
+            if "form" in props:
+                return json.dumps({"form": "prose", "items": 0, "list_marker": "1."})
+            return json.dumps({"verdict": "aligned"})
+        instruction = messages[-1]["content"]
+        if instruction.startswith("ALFRED's part: write the final"):
+            return "Take a raincoat."
+        return {"The person's task": "1. Listen. 2. Answer.", "BRICK's part": "Rain needs a coat.",
+                "ROBIN's part": "Stay dry and warm."}[next(k for k in ("The person's task", "BRICK's part",
+                                                                     "ROBIN's part") if instruction.startswith(k))]
 
     config = write_config(tmp_path / "config", settings={"graph.max_turns": 2})
     with OllamaStandIn(models=["llama3.2:3b", "phi3:mini", "gemma2:2b"], responder=responder) as server:

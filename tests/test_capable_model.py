@@ -46,8 +46,9 @@ def brick_decision(graph: SocraticGraph, task: str) -> dict:
     """ALFRED plans, BRICK analyses: the state after BRICK's first turn."""
     state = {"task_id": "cap", "task": task, "turn": 0, "transcript": [], "dialogue": [], "tool_results": [],
              "dissonance": []}
+    config = {"configurable": {"cancel": threading.Event()}}
     for node in (graph.alfred_plan, graph.brick):
-        update = node(state)
+        update = node(state, config)
         for key, value in update.items():
             state[key] = state.get(key, []) + value if key in ("transcript", "dialogue") else value
     return state

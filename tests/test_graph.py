@@ -274,7 +274,8 @@ def test_real_embedded_model_respects_the_bounds():
     protos = ProtoManager.from_codex(codex, "embedded")
     models = ModelManager(EmbeddedProvider(settings.models.embedded), json_retries=2)
     voices = Voices(models, protos, bus, 200)
-    config = graph_config(convergence_threshold=0.5, max_turns=2, thesis_tokens=120, synthesis_tokens=120)
+    config = graph_config(convergence_threshold=0.5, max_turns=2, thesis_tokens=120, synthesis_tokens=120,
+                          tools=False)
     graph = SocraticGraph(voices, codex, config, bus)
     final = graph.run("e1", "Suggest a name for a grey cat.")
     models.unload()

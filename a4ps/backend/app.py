@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from a4ps.backend.commands import CommandTable
-from a4ps.backend.compose import build_forge, build_memory, build_models
+from a4ps.backend.compose import build_checkpointer, build_forge, build_memory, build_models
 from a4ps.backend.guard import CommandGuard, ensure_control_token
 from a4ps.backend.server import ZmqServer
 from a4ps.backend.supervisor import Supervisor
@@ -44,6 +44,7 @@ class Backend:
         self._cancel_current = threading.Event()  # set to stop the running task at its next token
         self._stop_reason = ""
         self.supervisor = Supervisor(self._stop)
+        self._model_warm = False
         self._save_lock = threading.Lock()
         self.started_at = time.time()
         self.run_id = uuid.uuid4().hex[:16]  # this process: event seq restarts with each run_id
@@ -54,7 +55,7 @@ class Backend:
         state, _ = self.image.load_latest()
         state = state if state and state.get("format") in (1, IMAGE_FORMAT) else None
         self.protos = ProtoManager.from_codex(codex, self.models.provider_name, (state or {}).get("protos"))
-        self.tasks = TaskQueue(settings.backend.recent_tasks)
+        self.tasks = TaskQueue(settings.backend.recent_tasks, max_attempts=settings.backend.max_task_attempts)
         if state:
             self.tasks.restore(state.get("tasks", []))
         self.autonomy = {"state": "idle", "reason": "no autonomous loop is installed"}
@@ -63,8 +64,9 @@ class Backend:
                              settings.models.repeat_penalty)
         self.forge = build_forge(settings, codex, self.models, self.protos, self.bus)
         self.memory = build_memory(settings, self.models)
+        self.checkpoints = build_checkpointer(settings)
         self.graph = SocraticGraph(self.voices, codex, settings.graph, self.bus, workshop=self.forge,
-                                   recall=self.recall_for_plan)
+                                   recall=self.recall_for_plan, checkpointer=self.checkpoints)
         guard = CommandGuard(ensure_control_token(self.data_dir), control_token_path(self.data_dir))
         self.commands = CommandTable(self, guard)
         self.server = ZmqServer(settings.zmq.pub_addr, settings.zmq.rep_addr, settings.zmq.max_request_bytes,
@@ -168,29 +170,42 @@ class Backend:
             final = self.graph.run(task.task_id, task.text, cancel=self._cancel_current)
         except TaskCancelled:
             if self._stop.is_set() and task.error != "cancelled by the user":
-                log.info("task %s interrupted by shutdown; re-queued", task.task_id)
+                log.info("task %s interrupted by shutdown; re-queued (it resumes at its last step)", task.task_id)
                 self.tasks.requeue(task)
             else:
+                self._forget_progress(task)
                 self.tasks.finish(task, CANCELLED, error="cancelled by the user")
             return
         except ModelError as exc:
             log.error("task %s failed: %s", task.task_id, exc)
+            self._forget_progress(task)
             self.tasks.finish(task, FAILED, error=str(exc))
             return
         except Exception as exc:  # the worker survives anything a task does
             log.exception("task %s failed unexpectedly", task.task_id)
+            self._forget_progress(task)
             self.tasks.finish(task, FAILED, error=f"{type(exc).__name__}: {exc}")
             return
         task.turns, task.dissonance = final.get("turn", 0), list(final.get("dissonance", []))
-        self.protos.record_task(["ALFRED", "BRICK", "ROBIN"])
+        self.protos.record_task(self.protos.names())
         self._remember(task, final)
+        self._forget_progress(task)
         self.tasks.finish(task, DONE, result=final.get("answer", ""))
         log.info("task %s done in %d turn(s)", task.task_id, task.turns)
+
+    def _forget_progress(self, task: Task) -> None:
+        """A task that ended has no progress to resume; a failure to drop it only costs disk."""
+        try:
+            self.graph.forget(task.task_id)
+        except Exception:
+            log.exception("could not drop the saved progress of task %s", task.task_id)
 
     def _work_step(self) -> None:
         """One turn of the task-worker loop: take a task and run it. What escapes fails the task
         (never leaves it `running`) and then goes to the supervisor, which logs it and goes on."""
         self._cancel_current.clear()
+        if not self._model_warm:
+            self._warm_model()
         task = self.tasks.take(timeout=0.5)
         if task is None:
             return
@@ -205,6 +220,18 @@ class Backend:
             raise
         finally:
             self.save_image_or_warn("task finished")
+
+    def _warm_model(self) -> None:
+        """Before the first task the model reads the society's shared system message once, so the
+        first answer streams after reading only the task (a failure here only costs that speed)."""
+        self._model_warm = True
+        started = time.perf_counter()
+        try:
+            self.graph.warm()
+        except Exception as exc:  # the first task will load the model and report any real problem
+            log.warning("model warm-up failed (%s); the first task will load the model", exc)
+            return
+        log.info("model ready: shared prompt read in %.1f s", time.perf_counter() - started)
 
     def _revalidate_tools(self) -> None:
         """Tools from earlier runs are offered again only after their tests pass in the sandbox."""
@@ -264,5 +291,6 @@ class Backend:
         if "task-worker" not in still_running:  # never free the model under a generation still running
             self.models.unload()
         self.memory.close()
+        self.checkpoints.conn.close()
         logging.getLogger().removeHandler(self._log_handler)
         self.server.stop()

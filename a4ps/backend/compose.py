@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
+
+from langgraph.checkpoint.sqlite import SqliteSaver
 
 from a4ps.config import Codex, Settings
 from a4ps.events import EventBus
@@ -43,3 +46,9 @@ def build_memory(settings: Settings, models: ModelManager) -> MemoryStore:
     if not ollama:
         models.set_embedder(lambda texts: memory.embedder.embed(texts).tolist())
     return memory
+
+
+def build_checkpointer(settings: Settings) -> SqliteSaver:
+    """LangGraph's SQLite checkpointer in the data dir: each task's graph progress, node by node."""
+    path = Path(settings.data_dir) / "graph_checkpoints.sqlite"
+    return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))

@@ -26,6 +26,7 @@ class Task:
     error: str | None = None
     turns: int = 0
     dissonance: list[float] = field(default_factory=list)
+    attempts: int = 0  # starts that did not end in an orderly way (a crash of the process counts)
 
     def as_map(self) -> dict[str, Any]:
         return asdict(self)
@@ -34,7 +35,8 @@ class Task:
 class TaskQueue:
     """FIFO of pending tasks plus the running one and a bounded list of finished ones."""
 
-    def __init__(self, recent: int = 50, on_change: Callable[[Task], None] | None = None):
+    def __init__(self, recent: int = 50, on_change: Callable[[Task], None] | None = None, max_attempts: int = 3):
+        self._max_attempts = max_attempts
         self._pending: deque[Task] = deque()
         self._running: Task | None = None
         self._finished: deque[Task] = deque(maxlen=recent)
@@ -66,6 +68,7 @@ class TaskQueue:
                 return None
             task = self._pending.popleft()
             task.status, task.started_at = RUNNING, time.time()
+            task.attempts += 1
             self._running = task
         self._changed(task)
         return task
@@ -81,9 +84,10 @@ class TaskQueue:
         self._changed(task)
 
     def requeue(self, task: Task) -> None:
-        """Put the running task back at the front (shutdown interrupted it)."""
+        """Put the running task back at the front (shutdown interrupted it: an orderly end, not a crash)."""
         with self._cond:
             task.status, task.started_at = QUEUED, None
+            task.attempts = max(0, task.attempts - 1)
             task.turns, task.dissonance = 0, []
             if self._running is task:
                 self._running = None
@@ -131,6 +135,11 @@ class TaskQueue:
             for item in tasks:
                 task = Task(**item)
                 if task.status in FINISHED:
+                    self._finished.append(task)
+                elif task.attempts >= self._max_attempts:  # it took the process down every time
+                    task.status, task.finished_at = FAILED, time.time()
+                    task.error = (f"the backend stopped unexpectedly {task.attempts} times while running this "
+                                  "task (backend.max_task_attempts); it is not run again")
                     self._finished.append(task)
                 else:
                     task.status = QUEUED

@@ -58,6 +58,7 @@ class Graph(_Strict):
     antithesis_tokens: int = Field(ge=16, le=4096)
     synthesis_tokens: int = Field(ge=16, le=4096)
     transcript_chars: int = Field(ge=1000)
+    tools: bool
 
 
 class Image(_Strict):
@@ -75,6 +76,7 @@ class Zmq(_Strict):
 class Backend(_Strict):
     shutdown_grace_s: float = Field(ge=0)
     recent_tasks: int = Field(ge=1)
+    max_task_attempts: int = Field(ge=1, le=100)
 
 
 class Sandbox(_Strict):

@@ -13,6 +13,8 @@ import operator
 import threading
 from typing import Annotated, Any, Callable, Protocol, TypedDict
 
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
 from a4ps.config.schema import Codex, Graph
@@ -58,6 +60,12 @@ class Workshop(Protocol):
     def call(self, name: str, arguments: Any) -> Any: ...
 
 
+def _cancel_of(config: RunnableConfig | None) -> threading.Event:
+    """The run's cancel event (in the config, so nodes keep no per-run state of their own)."""
+    cancel = ((config or {}).get("configurable") or {}).get("cancel")
+    return cancel if cancel is not None else threading.Event()
+
+
 def _tools_text(tools: list[dict]) -> str:
     if not tools:
         return "(none yet)"
@@ -91,7 +99,8 @@ class SocraticGraph:
     """Builds and runs the compiled graph for one task at a time."""
 
     def __init__(self, voices: Voices, codex: Codex, config: Graph, bus: EventBus,
-                 workshop: Workshop | None = None, recall: Callable[[str], str] | None = None):
+                 workshop: Workshop | None = None, recall: Callable[[str], str] | None = None,
+                 checkpointer: BaseCheckpointSaver | None = None):
         self._voices = voices
         self._codex = codex
         self._prompts = codex.prompts
@@ -99,7 +108,7 @@ class SocraticGraph:
         self._bus = bus
         self._workshop = workshop
         self._recall = recall
-        self._cancel = threading.Event()
+        self._checkpointer = checkpointer
         self._compiled = self._build()
 
     # --- the conversation ---------------------------------------------------------------------
@@ -119,26 +128,27 @@ class SocraticGraph:
         return [{"role": "system", "content": self._society()}, *transcript, *tail]
 
     def _speak(self, persona: str, node: str, state: DialogueState, instruction: str, turn: int,
-               max_tokens: int, layout: str | None = None) -> tuple[list[dict], str]:
+               max_tokens: int, cancel: threading.Event, layout: str | None = None) -> tuple[list[dict], str]:
         """The persona answers the instruction in prose; returns (the messages it saw, its answer)."""
         messages = self._messages(state, {"role": "user", "content": instruction})
         text = self._voices.speak(persona, messages, task_id=state["task_id"], node=node, turn=turn,
-                                  cancel=self._cancel, max_tokens=max_tokens, layout=layout)
+                                  cancel=cancel, max_tokens=max_tokens, layout=layout)
         return messages, text or "(no answer)"
 
     def _decide(self, persona: str, node: str, state: DialogueState, seen: list[dict], answer: str,
-                question: str, schema: dict, turn: int) -> dict:
+                question: str, schema: dict, turn: int, cancel: threading.Event) -> dict:
         """A constrained follow-up question on the answer just given (it continues the cached prompt)."""
         messages = [*seen, {"role": "assistant", "content": answer}, {"role": "user", "content": question}]
         return self._voices.decide(persona, messages, schema, task_id=state["task_id"], node=node, turn=turn,
-                                   cancel=self._cancel)
+                                   cancel=cancel)
 
     @staticmethod
     def _exchange(instruction: str, answer: str) -> list[dict]:
         return [{"role": "user", "content": instruction}, {"role": "assistant", "content": answer}]
 
     # --- nodes -------------------------------------------------------------------------------
-    def alfred_plan(self, state: DialogueState) -> dict:
+    def alfred_plan(self, state: DialogueState, config: RunnableConfig) -> dict:
+        cancel = _cancel_of(config)
         memories = state.get("memories", "")
         if self._recall is not None:
             try:
@@ -146,22 +156,25 @@ class SocraticGraph:
             except Exception:  # memory is an aid; a failing store must not fail the task
                 log.exception("memory recall failed; planning without memories")
         instruction = self._fill(self._prompts.plan, {**state, "memories": memories})
-        seen, plan = self._speak("ALFRED", "alfred_plan", state, instruction, 0, self._config.plan_tokens)
+        seen, plan = self._speak("ALFRED", "alfred_plan", state, instruction, 0, self._config.plan_tokens, cancel)
         form = self._decide("ALFRED", "alfred_plan", state, seen, plan, self._fill(self._prompts.form, state),
-                            schemas.FORM, 0)
+                            schemas.FORM, 0, cancel)
         self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_plan", turn=0, text=plan, data=form)
         return {"plan": plan, "memories": memories, "form": form, "transcript": self._exchange(instruction, plan),
                 "dialogue": [{"persona": "ALFRED", "node": "alfred_plan", "turn": 0, "text": plan}]}
 
-    def brick(self, state: DialogueState) -> dict:
+    def brick(self, state: DialogueState, config: RunnableConfig) -> dict:
+        cancel = _cancel_of(config)
         turn = state.get("turn", 0) + 1
         template = self._prompts.thesis if turn == 1 else self._prompts.revision
         instruction = self._fill(template, {**state, "turn": turn})
-        seen, analysis = self._speak("BRICK", "brick", state, instruction, turn, self._config.thesis_tokens)
-        tools = self._workshop.usable_tools() if self._workshop else []
-        question = self._fill(self._prompts.tool_need, state, tools=_tools_text(tools))
-        data = self._decide("BRICK", "brick", state, seen, analysis, question,
-                            schemas.tool_need_schema([t["name"] for t in tools]), turn)
+        seen, analysis = self._speak("BRICK", "brick", state, instruction, turn, self._config.thesis_tokens, cancel)
+        data: dict[str, Any] = {"needs_tool": False, "tool_spec": ""}
+        if self._config.tools:
+            tools = self._workshop.usable_tools() if self._workshop else []
+            question = self._fill(self._prompts.tool_need, state, tools=_tools_text(tools))
+            data = self._decide("BRICK", "brick", state, seen, analysis, question,
+                                schemas.tool_need_schema([t["name"] for t in tools]), turn, cancel)
         request = call = None
         if data["needs_tool"] and len(data["tool_spec"].split()) >= MIN_SPEC_WORDS:
             request = {"spec": data["tool_spec"].strip(), "turn": turn}
@@ -173,12 +186,13 @@ class SocraticGraph:
                 "transcript": self._exchange(instruction, analysis),
                 "dialogue": [{"persona": "BRICK", "node": "brick", "turn": turn, "text": analysis}]}
 
-    def robin(self, state: DialogueState) -> dict:
+    def robin(self, state: DialogueState, config: RunnableConfig) -> dict:
+        cancel = _cancel_of(config)
         turn = state["turn"]
         instruction = self._fill(self._prompts.antithesis, state)
-        seen, reply = self._speak("ROBIN", "robin", state, instruction, turn, self._config.antithesis_tokens)
+        seen, reply = self._speak("ROBIN", "robin", state, instruction, turn, self._config.antithesis_tokens, cancel)
         data = self._decide("ROBIN", "robin", state, seen, reply, self._fill(self._prompts.verdict, state),
-                            schemas.VERDICT, turn)
+                            schemas.VERDICT, turn, cancel)
         analysis = next((d["text"] for d in reversed(state.get("dialogue", [])) if d["node"] == "brick"), "")
         measured = dissonance.measure(data["verdict"], analysis, reply, self._voices.embed,
                                       self._config.dissonance_embedding_weight)
@@ -190,26 +204,28 @@ class SocraticGraph:
         return {"dissonance": [measured.value], "transcript": self._exchange(instruction, reply),
                 "dialogue": [{"persona": "ROBIN", "node": "robin", "turn": turn, "text": reply}]}
 
-    def tool_forge(self, state: DialogueState) -> dict:
+    def tool_forge(self, state: DialogueState, config: RunnableConfig) -> dict:
+        cancel = _cancel_of(config)
         """Forge the requested tool (BRICK writes it, the sandbox tests it); the outcome joins the dialogue."""
         request, turn, task_id = state["tool_request"] or {}, state["turn"], state["task_id"]
 
         def on_token(text: str) -> None:
-            if self._cancel.is_set():
+            if cancel.is_set():
                 raise TaskCancelled()
             self._bus.publish("token", task_id=task_id, persona="BRICK", node="tool_forge", turn=turn, text=text)
 
-        outcome = self._workshop.forge(request.get("spec", ""), on_token=on_token, cancel=self._cancel)
-        if self._cancel.is_set():
+        outcome = self._workshop.forge(request.get("spec", ""), on_token=on_token, cancel=cancel)
+        if cancel.is_set():
             raise TaskCancelled()
         return {"tool_request": None, "forges": state.get("forges", 0) + 1,
                 **self._tool_round("tool_forge", "forge", outcome, state)}
 
-    def tool_call(self, state: DialogueState) -> dict:
+    def tool_call(self, state: DialogueState, config: RunnableConfig) -> dict:
+        cancel = _cancel_of(config)
         """Run one registered tool in the sandbox; its result joins the dialogue."""
         call = state["tool_call"] or {}
         outcome = self._workshop.call(call.get("name", ""), call.get("arguments", {}))
-        if self._cancel.is_set():
+        if cancel.is_set():
             raise TaskCancelled()
         return {"tool_call": None, "tool_calls": state.get("tool_calls", 0) + 1,
                 **self._tool_round("tool_call", "call", outcome, state)}
@@ -222,13 +238,14 @@ class SocraticGraph:
         return {"tool_results": [{"kind": kind, "ok": outcome.ok, "summary": outcome.summary}],
                 "dialogue": [{"persona": "BRICK", "node": node, "turn": turn, "text": outcome.summary}]}
 
-    def alfred_synthesize(self, state: DialogueState) -> dict:
+    def alfred_synthesize(self, state: DialogueState, config: RunnableConfig) -> dict:
+        cancel = _cancel_of(config)
         turn = state.get("turn", 0)
         instruction = self._fill(self._prompts.synthesis, state)
         form = state.get("form") or {}
         layout = list_layout(form["items"], form["list_marker"]) if form.get("form") == "list" and form.get("items") else None
         _, answer = self._speak("ALFRED", "alfred_synthesize", state, instruction, turn,
-                                self._config.synthesis_tokens, layout=layout)
+                                self._config.synthesis_tokens, cancel, layout=layout)
         self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_synthesize", turn=turn,
                                text=answer, data={})
         return {"answer": answer}
@@ -274,7 +291,7 @@ class SocraticGraph:
         graph.add_conditional_edges("tool_forge", self.after_tool, ["brick", "tool_call", "alfred_synthesize"])
         graph.add_conditional_edges("tool_call", self.after_tool, ["brick", "alfred_synthesize"])
         graph.add_edge("alfred_synthesize", END)
-        return graph.compile()
+        return graph.compile(checkpointer=self._checkpointer)
 
     # --- running -------------------------------------------------------------------------------
     def warm(self) -> None:
@@ -285,10 +302,26 @@ class SocraticGraph:
 
     def run(self, task_id: str, task: str, memories: str = "",
             cancel: threading.Event | None = None) -> DialogueState:
-        """Run one task to its synthesis; raises TaskCancelled once `cancel` is set (even if set before)."""
-        self._cancel = cancel or threading.Event()
+        """Run one task to its synthesis; raises TaskCancelled once `cancel` is set (even if set before).
+
+        With a checkpointer every completed node is saved under the task id, so a task interrupted
+        by a shutdown or a crash resumes at its last completed node instead of starting again."""
+        config: RunnableConfig = {"configurable": {"thread_id": task_id, "cancel": cancel or threading.Event()},
+                                  "recursion_limit": 6 * self._config.max_turns + 10}
+        if self._checkpointer is not None:
+            saved = self._compiled.get_state(config)
+            if saved.next:
+                done = len(saved.values.get("dialogue", []))
+                log.info("task %s resumes at %s (%d utterance(s) kept)", task_id, ", ".join(saved.next), done)
+                self._bus.publish("task_resumed", task_id=task_id, at=list(saved.next), utterances=done)
+                return self._compiled.invoke(None, config)
+            self.forget(task_id)  # a finished or foreign record must not be added to
         initial: DialogueState = {"task_id": task_id, "task": task, "memories": memories, "turn": 0,
                                   "transcript": [], "dialogue": [], "dissonance": [], "tool_results": [],
                                   "forges": 0, "tool_calls": 0, "tool_request": None, "tool_call": None}
-        limit = 6 * self._config.max_turns + 10
-        return self._compiled.invoke(initial, config={"recursion_limit": limit})
+        return self._compiled.invoke(initial, config)
+
+    def forget(self, task_id: str) -> None:
+        """Drop a task's saved progress (it finished, failed or was cancelled by the user)."""
+        if self._checkpointer is not None:
+            self._checkpointer.delete_thread(task_id)

@@ -38,6 +38,7 @@ def plumbing_model(settings: Any) -> Any:
     """Point loaded Settings at PLUMBING_MODEL (for tests that call load_settings() directly)."""
     settings.models.embedded.model = PLUMBING_MODEL
     settings.models.embedded.model_path = ""
+    settings.graph.tools = False
     return settings
 
 
@@ -45,11 +46,13 @@ def write_config(directory: Path, settings: dict[str, Any] | None = None,
                  codex: dict[str, Any] | None = None) -> Path:
     """Copy config/ into `directory`, applying overrides like {"graph.max_turns": 2} (DELETE removes).
 
-    The embedded model is PLUMBING_MODEL unless `settings` sets models.embedded.model itself.
+    The embedded model is PLUMBING_MODEL unless `settings` sets models.embedded.model itself, and BRICK
+    asks for no tools (graph.tools false: the small model's random forge requests would make every
+    plumbing task minutes long) unless `settings` sets graph.tools; the forge has its own tests.
     """
     directory.mkdir(parents=True, exist_ok=True)
     source = project_root() / "config"
-    settings = {"models.embedded.model": PLUMBING_MODEL, **(settings or {})}
+    settings = {"models.embedded.model": PLUMBING_MODEL, "graph.tools": False, **(settings or {})}
     for name, overrides in (("settings.toml", settings), ("codex.toml", codex)):
         data = toml.loads((source / name).read_text())
         for key, value in (overrides or {}).items():

@@ -198,3 +198,28 @@ def test_a_prose_layout_shapes_the_embedded_answer():
     lines = result.text.strip().split("\n")
     assert [line[:3] for line in lines] == ["1. ", "2. ", "3. "], result.text
     assert result.prompt_tokens > 0
+
+
+def test_a_stop_during_the_prompt_aborts_the_embedded_call_and_the_next_call_works():
+    """No token callback runs while llama.cpp reads a prompt; the abort callback stops it there."""
+    import threading
+    import time
+
+    from a4ps.models.types import ModelCancelled
+
+    settings = plumbing_model(load_settings())
+    provider = EmbeddedProvider(settings.models.embedded)
+    long_prompt = "Summarise: " + " ".join(f"Sentence {i} is about the sea and the sky." for i in range(150))
+    stop = threading.Event()
+    try:
+        provider.load()
+        stop.set()
+        started = time.perf_counter()
+        with pytest.raises(ModelCancelled):
+            provider.chat("m", [{"role": "user", "content": long_prompt}], None,
+                          Sampling(0.3, 0.9, 20, 1.1, should_stop=stop.is_set), None)
+        assert time.perf_counter() - started < 5.0
+        result = provider.chat("m", [{"role": "user", "content": "Say hello."}], None, Sampling(0.3, 0.9, 8, 1.1), None)
+        assert result.text.strip()
+    finally:
+        provider.unload()

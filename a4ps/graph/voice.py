@@ -11,7 +11,7 @@ from typing import Any
 
 from a4ps.events import EventBus
 from a4ps.models import ModelManager
-from a4ps.models.types import Sampling
+from a4ps.models.types import ModelCancelled, Sampling
 from a4ps.protos import ProtoManager
 
 
@@ -84,8 +84,11 @@ class Voices:
         try:
             if cancel.is_set():
                 raise TaskCancelled()
+            sampling.should_stop = cancel.is_set
             result = self._models.chat(messages, model=model, schema=schema, sampling=sampling,
                                        on_token=on_token, on_retry=on_retry)
+        except ModelCancelled:
+            raise TaskCancelled() from None
         finally:
             self._protos.set_status(persona, "idle")
         if cancel.is_set():

@@ -13,12 +13,12 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from a4ps.config.schema import EmbeddedModel
 from a4ps.models import catalog
 from a4ps.models.structured import schema_to_gbnf
-from a4ps.models.types import ChatResult, ModelError, Sampling, TokenCallback
+from a4ps.models.types import ChatResult, ModelCancelled, ModelError, Sampling, TokenCallback
 
 log = logging.getLogger(__name__)
 
@@ -133,18 +133,25 @@ class EmbeddedProvider:
                 max_tokens=sampling.max_tokens,
                 repeat_penalty=sampling.repeat_penalty,
             )
+            abort = self._abort_while_reading(llm, sampling.should_stop)
             try:
                 for chunk in stream:
                     piece = chunk["choices"][0]["delta"].get("content")
                     if piece:
                         if first_piece_s is None:
                             first_piece_s = time.perf_counter() - started
+                            abort.release()  # from here on the token callback can stop it
                         pieces.append(piece)
                         if on_token is not None:
                             on_token(piece)  # may raise to cancel: the stream is closed below
             except ValueError as exc:  # e.g. prompt longer than the context window
                 raise ModelError(f"embedded model refused the request: {exc}") from exc
+            except RuntimeError as exc:
+                if abort.fired:
+                    raise ModelCancelled("stopped while reading the prompt") from exc
+                raise ModelError(f"embedded model failed: {exc}") from exc
             finally:
+                abort.release()
                 stream.close()
             # The prompt is what llama.cpp evaluated minus the generated tokens it fed back (all but the last).
             evaluated = [int(t) for t in llm.input_ids[: llm.n_tokens]]
@@ -159,6 +166,10 @@ class EmbeddedProvider:
                 extra={"reused_prompt_tokens": reused, "first_token_s": first_piece_s},
             )
 
+    @staticmethod
+    def _abort_while_reading(llm: Any, should_stop: Callable[[], bool] | None) -> "_PrefillAbort":
+        return _PrefillAbort(llm, should_stop)
+
     def unload(self, model: str | None = None) -> None:
         with self._lock:
             if self._llm is not None:
@@ -172,3 +183,31 @@ class EmbeddedProvider:
             return f"llama.cpp {Path(self._config.model_path).name} (models.embedded.model_path)"
         entry = catalog.get(self._config.model)
         return f"llama.cpp {entry.title} ({entry.name}, {entry.licence})"
+
+
+class _PrefillAbort:
+    """llama.cpp's abort callback, installed while the prompt is read: the only phase in which no token
+    callback runs (a long prompt takes seconds on a CPU). Removed at the first token, since asking
+    Python between every compute step of every token would slow generation for nothing."""
+
+    def __init__(self, llm: Any, should_stop: Callable[[], bool] | None):
+        import llama_cpp
+
+        self.fired = False
+        self._api, self._ctx, self._callback = llama_cpp, None, None
+        if should_stop is None:
+            return
+
+        def check(_data: Any) -> bool:
+            if should_stop():
+                self.fired = True
+            return self.fired
+
+        self._callback = llama_cpp.ggml_abort_callback(check)  # kept referenced while installed
+        self._ctx = llm.ctx
+        llama_cpp.llama_set_abort_callback(self._ctx, self._callback, None)
+
+    def release(self) -> None:
+        if self._ctx is not None:
+            self._api.llama_set_abort_callback(self._ctx, self._api.ggml_abort_callback(0), None)
+            self._ctx = None

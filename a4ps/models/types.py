@@ -12,6 +12,10 @@ class ModelError(RuntimeError):
     """A provider failed to answer (server down, model missing, load failure)."""
 
 
+class ModelCancelled(ModelError):
+    """The call was aborted because its caller asked to stop (Sampling.should_stop)."""
+
+
 class StructuredOutputError(ModelError):
     """The model's answer did not validate against the requested JSON schema, after all retries."""
 
@@ -25,6 +29,9 @@ class Sampling:
     # A GBNF grammar the prose must follow (e.g. exactly three numbered items): it shapes text that is
     # shown, never parsed. The embedded provider enforces it; providers without grammars ignore it.
     layout: str | None = None
+    # Asked while the model reads the prompt (no token callback runs then); True aborts the call with
+    # ModelCancelled, so a Stop takes effect within a fraction of a second even during a long prefill.
+    should_stop: Callable[[], bool] | None = None
 
 
 @dataclass

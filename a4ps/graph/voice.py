@@ -41,7 +41,7 @@ class Voices:
     def _sampling(self, persona: str, limit: int | None, decision: bool) -> tuple[str, Sampling]:
         proto = self._protos.get(persona)  # read live state at call time
         tokens = min(proto.max_tokens, self._max_tokens, limit or self._max_tokens)
-        temperature = min(proto.temperature, 0.2) if decision else proto.temperature
+        temperature = 0.0 if decision else proto.temperature  # a decision is read by code: greedy, repeatable
         return proto.model, Sampling(temperature, proto.top_p, tokens, self._repeat_penalty)
 
     def speak(self, persona: str, messages: list[dict], *, task_id: str, node: str, turn: int,

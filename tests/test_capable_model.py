@@ -57,7 +57,7 @@ def brick_decision(graph: SocraticGraph, task: str) -> dict:
 @pytest.mark.parametrize("task, wants_tool", [
     ("A friend of mine is nervous about a job interview tomorrow. What three things should she do tonight?", False),
     ("What is the difference between a list and a tuple in Python?", False),
-    ("How many prime numbers are there below 1,000,000? I need the exact count.", True),
+    ("What is the sum of all prime numbers below 2,000,000? I need the exact value.", True),
 ])
 def test_brick_asks_for_a_tool_only_when_computing_answers_the_task(society, task, wants_tool):
     graph, _, _ = society

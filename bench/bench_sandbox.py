@@ -6,8 +6,12 @@ overhead is that median minus the median start of the bare interpreter, i.e. wha
 Targets: bwrap overhead <= 80 ms, runsc overhead <= 400 ms.
 Then one forge round on the embedded model (BRICK writes a tool, its tests run in the sandbox):
 time split into writing (model) and testing (sandbox), and whether it passed.
-Last line: one JSON object.
+Then the forge's spec suite (bench/forge_specs.py): each spec is forged, and the registered tool is
+called in the sandbox on hidden cases the model never saw; a spec is solved when a tool was
+registered within forge.max_retries attempts AND it passes every hidden case. Target: 70 % solved.
+Per-spec lines as it goes; last line: one JSON object.
 Usage: .venv/bin/python bench/bench_sandbox.py [--runs N] [--backends a,b] [--no-forge] [--forge-spec TEXT]
+       [--forge-retries N] [--specs N] [--model-path FILE.gguf]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from a4ps.sandbox import BACKEND_ORDER, SandboxUnavailable, SecureCodeExecutor  
 from a4ps.sandbox.guest_payload import GUEST_PYTHON  # noqa: E402
 
 TARGET_OVERHEAD_MS = {"bwrap": 80.0, "runsc": 400.0}
+SUITE_TARGET = 0.7
 TRIVIAL_GUEST = "print('a4ps bench')\n"
 
 
@@ -114,28 +119,40 @@ def print_sandbox(report: dict) -> None:
             )
 
 
-def bench_forge(spec: str, retries: int) -> dict:
-    """One forge request end to end on the embedded model, in a throwaway data dir."""
+def _embedded_models(model_path: str | None):
+    """Settings (and the model they select) with an optional GGUF path override; the model loaded once."""
+    from a4ps.models import ModelManager
+    from a4ps.models.embedded import EmbeddedProvider
+
+    settings = load_settings()
+    if model_path:
+        settings.models.embedded.model_path = model_path
+    models = ModelManager(EmbeddedProvider(settings.models.embedded))
+    models.provider.load()
+    return settings, models
+
+
+def _forge_in(settings, models, data_dir: str, retries: int):
     from a4ps.backend.compose import build_forge
     from a4ps.config import load_codex
     from a4ps.events import EventBus
-    from a4ps.models import ModelManager
-    from a4ps.models.embedded import EmbeddedProvider
     from a4ps.protos import ProtoManager
 
-    settings = load_settings()
     settings.forge.max_retries = retries
+    settings.data_dir = data_dir
     codex = load_codex()
-    models = ModelManager(EmbeddedProvider(settings.models.embedded))
-    models.provider.load()
+    forge = build_forge(settings, codex, models, ProtoManager.from_codex(codex, "embedded"), EventBus())
+    forge.runner.executor.select_backend()
+    return forge
+
+
+def bench_forge(spec: str, retries: int, settings, models) -> dict:
+    """One forge request end to end on the embedded model, in a throwaway data dir."""
     with tempfile.TemporaryDirectory(prefix="a4ps-bench-forge-") as data_dir:
-        settings.data_dir = data_dir
-        forge = build_forge(settings, codex, models, ProtoManager.from_codex(codex, "embedded"), EventBus())
-        forge.runner.executor.select_backend()
+        forge = _forge_in(settings, models, data_dir, retries)
         started = time.perf_counter()
         outcome = forge.forge(spec)
         wall_s = time.perf_counter() - started
-    models.unload()
     sandbox_ms = sum(a.get("validation", {}).get("wall_ms", 0.0) for a in outcome.attempts)
     return {"spec": spec, "ok": outcome.ok, "attempts": len(outcome.attempts), "wall_s": round(wall_s, 3),
             "sandbox_s": round(sandbox_ms / 1000, 3), "model_and_checks_s": round(wall_s - sandbox_ms / 1000, 3),
@@ -148,13 +165,74 @@ def print_forge(report: dict) -> None:
     print(f"                     {report['tool'] or report['error']}")
 
 
+def _suite_entry(forge, spec: str, cases: list) -> dict:
+    """Forge one spec, then run its hidden cases in the sandbox against the registered tool."""
+    from a4ps.forge.harness import run_cases
+
+    started = time.perf_counter()
+    outcome = forge.forge(spec)
+    wall_s = time.perf_counter() - started
+    entry = {"spec": spec, "registered": outcome.ok, "attempts": len(outcome.attempts), "wall_s": round(wall_s, 1),
+             "attempt_errors": [a.get("error", "")[:300] for a in outcome.attempts if a.get("error")],
+             "diagnoses": [a["diagnosis"] for a in outcome.attempts if a.get("diagnosis")],
+             "repairs": sorted({r for a in outcome.attempts for r in a.get("repairs", [])})}
+    if not outcome.ok:
+        entry.update(ok=False, hidden_passed=0, hidden_total=len(cases), reason=outcome.error[:300])
+        return entry
+    tool = outcome.tool
+    results = run_cases(forge.runner.executor, tool.name, tool.source, cases)
+    failed = [r for r in results if not r.ok]
+    entry.update(ok=not failed, tool=tool.signature, hidden_passed=len(results) - len(failed),
+                 hidden_total=len(results), source=tool.source, tests=tool.tests)
+    if failed:
+        entry["reason"] = "; ".join(f"{r.args} -> {r.error or repr(r.got)} (expected {r.expected!r})"
+                                    for r in failed[:3])[:400]
+    return entry
+
+
+def bench_suite(specs: list, retries: int, settings, models) -> dict:
+    """The spec suite: success = a tool registered within `retries` attempts AND all hidden cases pass."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="a4ps-bench-suite-") as data_dir:
+        forge = _forge_in(settings, models, data_dir, retries)
+        for index, (spec, cases) in enumerate(specs, 1):
+            entry = _suite_entry(forge, spec, cases)
+            results.append(entry)
+            verdict = "ok  " if entry["ok"] else ("HIDDEN" if entry["registered"] else "FAIL")
+            detail = (entry.get("tool", "") if entry["ok"] else entry.get("reason", "")).replace("\n", " | ")
+            print(f"[{index:2d}/{len(specs)}] {verdict} {entry['attempts']} att {entry['wall_s']:6.1f} s "
+                  f"hidden {entry['hidden_passed']}/{entry['hidden_total']}  {spec[:60]!r}  {detail[:160]}", flush=True)
+    solved = sum(r["ok"] for r in results)
+    walls = [r["wall_s"] for r in results]
+    attempts: dict[str, int] = {}
+    for r in results:
+        key = str(r["attempts"]) if r["registered"] else "none"
+        attempts[key] = attempts.get(key, 0) + 1
+    return {"model": models.provider.describe(), "max_retries": retries, "specs": len(results), "succeeded": solved,
+            "registered": sum(r["registered"] for r in results), "success_rate": round(solved / max(1, len(results)), 3),
+            "target": SUITE_TARGET, "seconds_per_spec": {"mean": round(statistics.mean(walls), 1) if walls else 0,
+                                                          "median": round(statistics.median(walls), 1) if walls else 0,
+                                                          "max": max(walls, default=0)},
+            "registered_after_attempts": dict(sorted(attempts.items())), "results": results}
+
+
+def print_suite(report: dict) -> None:
+    print(f"forge suite        : {report['succeeded']}/{report['specs']} specs solved "
+          f"({report['success_rate']:.0%}, target {report['target']:.0%}) on {report['model']}; "
+          f"{report['registered']} registered; {report['seconds_per_spec']['mean']} s/spec mean, "
+          f"{report['seconds_per_spec']['median']} median; registered after attempts: {report['registered_after_attempts']}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--backends", default=",".join(BACKEND_ORDER))
-    parser.add_argument("--no-forge", action="store_true", help="skip the forge round on the embedded model")
+    parser.add_argument("--no-forge", action="store_true", help="skip the forge round and the spec suite")
     parser.add_argument("--forge-spec", default="return the sum of the squares of a list of integers")
-    parser.add_argument("--forge-retries", type=int, default=3)
+    parser.add_argument("--forge-retries", type=int, default=None,
+                        help="attempts per spec (default: forge.max_retries from the settings)")
+    parser.add_argument("--specs", type=int, default=None, help="run only the first N specs of the suite (0: none)")
+    parser.add_argument("--model-path", default=None, help="GGUF to forge with (default: the settings' embedded model)")
     args = parser.parse_args()
     backends = [b for b in args.backends.split(",") if b]
     unknown = set(backends) - set(BACKEND_ORDER)
@@ -162,10 +240,20 @@ def main() -> int:
         parser.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
     sandbox = bench_sandbox(args.runs, backends)
     print_sandbox(sandbox)
-    forge = None if args.no_forge else bench_forge(args.forge_spec, args.forge_retries)
-    if forge:
+    forge = suite = None
+    if not args.no_forge:
+        from bench.forge_specs import SPECS
+
+        settings, models = _embedded_models(args.model_path)
+        retries = args.forge_retries or settings.forge.max_retries
+        forge = bench_forge(args.forge_spec, retries, settings, models)
         print_forge(forge)
-    print(json.dumps({"sandbox": sandbox, "forge": forge}))
+        specs = SPECS if args.specs is None else SPECS[: args.specs]
+        if specs:
+            suite = bench_suite(specs, retries, settings, models)
+            print_suite(suite)
+        models.unload()
+    print(json.dumps({"sandbox": sandbox, "forge": forge, "forge_suite": suite}))
     return 0
 
 

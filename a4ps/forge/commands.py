@@ -31,13 +31,15 @@ def cmd_forge(args: argparse.Namespace, settings: Settings) -> int:
     outcome = forge.forge(args.spec, on_token=(lambda t: (sys.stderr.write(t), sys.stderr.flush())) if args.verbose else None)
     print(file=sys.stderr)
     for attempt in outcome.attempts:
-        status = "ok" if not attempt.get("error") else attempt["error"][:200]
-        print(f"attempt {attempt['attempt']}: {attempt.get('name', '?')}: {status}")
+        status = "ok" if not attempt.get("error") else attempt["error"][:300]
+        repairs = f" [{'; '.join(attempt['repairs'])}]" if attempt.get("repairs") else ""
+        print(f"attempt {attempt['attempt']}: {attempt.get('name', '?')}: {status}{repairs}")
     if not outcome.ok:
         print(f"a4ps forge: {outcome.error}", file=sys.stderr)
         return 1
     tool = outcome.tool
-    print(f"name: {tool.name}\nsignature: {tool.signature}\npath: {forge.registry.path_of(tool.name)}")
+    print(f"name: {tool.name}\nversion: {tool.version}\nsignature: {tool.signature}\n"
+          f"path: {forge.registry.files_of(tool.name)}")
     print("validation: " + json.dumps(tool.validation))
     return 0
 
@@ -51,7 +53,7 @@ def cmd_tools(args: argparse.Namespace, settings: Settings) -> int:
         print(f"no tools yet in {registry.directory}")
         return 0
     for tool in tools:
-        print(f"{tool.status:8} {tool.signature}  — {tool.docstring.splitlines()[0][:80]}")
+        print(f"{tool.status:8} {tool.signature}  v{tool.version} — {tool.docstring.splitlines()[0][:80]}")
     return 0
 
 

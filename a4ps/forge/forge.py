@@ -1,9 +1,18 @@
 """ToolForge: ask BRICK for a tool (schema-constrained), check its AST, run its tests in the sandbox,
-feed failures back, and register what passes. Tool calls also run only in the sandbox."""
+feed failures back, and register what passes. Tool calls also run only in the sandbox.
+
+The forge works with the model rather than against it: mechanical slips are repaired instead of
+refused (checks.prepare_tool), every refusal says exactly what to change (the rule and its fix; the
+failed assert with what the call returned against what the test expected; the exception and the
+tool line that raised it), and a retry shows the model its previous answer so that it edits it.
+A sandbox that breaks (not the tool) ends the request as a failed outcome; it never escapes.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,17 +22,30 @@ from a4ps.config.schema import Codex
 from a4ps.config.templates import render
 from a4ps.events import EventBus
 from a4ps.forge import schemas
-from a4ps.forge.checks import ToolCheckError, check_tool
-from a4ps.forge.harness import HarnessReport, run_in_sandbox
+from a4ps.forge.checks import ToolCheckError, assert_expression, check_tool, prepare_tool
+from a4ps.forge.harness import HarnessReport, describe_failure, run_in_sandbox
 from a4ps.forge.registry import BROKEN, OK, Tool, ToolRegistry
 from a4ps.models import ModelError, ModelManager
 from a4ps.models.types import Sampling
 from a4ps.protos import ProtoManager
-from a4ps.sandbox import SandboxUnavailable, SecureCodeExecutor
+from a4ps.sandbox import SandboxFailure, SandboxUnavailable, SecureCodeExecutor
 
 log = logging.getLogger(__name__)
 
 FORGING_PERSONA = "BRICK"
+# Code wants near-greedy decoding and at most a light repeat penalty (indentation and names repeat
+# by nature; the schema's bounds are what stop a loop).
+FORGE_TEMPERATURE, FORGE_TOP_P, FORGE_REPEAT_PENALTY = 0.2, 0.9, 1.05
+MAX_FAILURES_SHOWN = 3
+# The sandbox itself broke (not the guest): a stuck runtime control command raises TimeoutExpired.
+SANDBOX_ERRORS = (SandboxFailure, subprocess.TimeoutExpired, OSError)
+
+
+def _sandbox_error(exc: BaseException) -> str:
+    if isinstance(exc, subprocess.TimeoutExpired):
+        command = exc.cmd[0] if isinstance(exc.cmd, (list, tuple)) and exc.cmd else exc.cmd
+        return f"the sandbox command {command!r} timed out after {exc.timeout} s"
+    return f"{type(exc).__name__}: {exc}"
 
 
 @dataclass
@@ -39,7 +61,8 @@ class ForgeOutcome:
     @property
     def summary(self) -> str:
         if self.ok and self.tool:
-            return (f"tool {self.tool.signature} created after {len(self.attempts)} attempt(s); "
+            version = f" (version {self.tool.version})" if self.tool.version > 1 else ""
+            return (f"tool {self.tool.signature}{version} created after {len(self.attempts)} attempt(s); "
                     f"{len(self.tool.test_names)} test(s) passed in the sandbox: {self.tool.docstring}")
         return f"no tool for '{self.spec[:80]}' after {len(self.attempts)} attempt(s): {self.error}"
 
@@ -68,6 +91,69 @@ def _validation_record(report: HarnessReport) -> dict[str, Any]:
             "wall_ms": round(report.execution.wall_ms, 1), "at": time.time()}
 
 
+def failure_feedback(report: HarnessReport) -> str:
+    """What went wrong in a test run, in terms the model can act on."""
+    data = report.data
+    if data is None:
+        return f"the tests could not finish: {report.problem}"
+    if data.get("error"):
+        where = f" (at `{data['tool_line']}`)" if data.get("tool_line") else ""
+        return f"the code failed as soon as it was loaded: {data['error']}{where}"
+    failed = data.get("failed", [])
+    lines = [describe_failure(f) for f in failed[:MAX_FAILURES_SHOWN]]
+    if len(failed) > MAX_FAILURES_SHOWN:
+        lines.append(f"... and {len(failed) - MAX_FAILURES_SHOWN} more failed test(s)")
+    if data.get("passed"):
+        lines.append(f"({len(data['passed'])} other check(s) passed.)")
+    return "\n".join(lines)
+
+
+def _retry_request(problem: str, failures: list[dict[str, Any]], repeated: bool) -> str:
+    """The follow-up turn after a failed attempt (the attempt itself is the turn before it).
+
+    When an assert compared a result with an expected value, the model is asked to settle exactly
+    that question by hand (its own expected values are as often wrong as its code).
+    """
+    compared = next((f for f in failures if "got" in f and "expected" in f), None)
+    if compared is not None:
+        call, got, expected = compared["call"], compared["got"], compared["expected"]
+        fix = (f"In diagnosis, work out {call} by hand for the need, step by step, and say which is right: "
+               f"{got} (what the function returned) or {expected} (what the test expects). In verdict, say "
+               f"which was wrong. If {got} is right, correct that check or remove it; otherwise correct the "
+               f"function.")
+    elif failures:
+        fix = ("In diagnosis, say why the function fails on that input for the need; in verdict, which was "
+               "wrong; then correct it.")
+    else:
+        fix = "In diagnosis, say what you will change (verdict: what was wrong); change only that."
+    again = "It is the same code and tests as your answer before, which failed the same way: change them. " \
+        if repeated else ""
+    return (f"That tool was not accepted:\n{problem}\n{again}{fix} Then give the whole corrected tool "
+            "(name, docstring, code, tests).")
+
+
+def _same_tool(answer: dict, previous: tuple[dict, str] | None) -> bool:
+    return previous is not None and (answer["code"], answer["tests"]) == (previous[0]["code"], previous[0]["tests"])
+
+
+def _drop_disowned_checks(answer: dict, previous: tuple[dict, str] | None, failed_checks: dict[str, str]) -> list[str]:
+    """Apply the model's verdict that its expected values were wrong: a check that failed last time and
+    comes back unchanged, with the function unchanged, would fail again; it is dropped (the rest still
+    have to pass). Returns what was dropped, for the attempt's record."""
+    if previous is None or answer.get("verdict") != schemas.CHECKS_WRONG or answer["code"] != previous[0]["code"]:
+        return []
+    kept, dropped = [], []
+    for check in answer["tests"]:
+        expression = assert_expression(check)
+        if expression in failed_checks:
+            dropped.append(f"dropped the check `{expression}` the model judged wrong (the function returns "
+                           f"{failed_checks[expression]})")
+        else:
+            kept.append(check)
+    answer["tests"] = kept
+    return dropped
+
+
 class ToolForge:
     """Creates tools from specs and runs registered tools; everything model-written runs sandboxed."""
 
@@ -79,7 +165,11 @@ class ToolForge:
         self._lock = threading.Lock()
 
     def describe(self) -> str:
-        return f"{self._models.provider.describe()} writing, {self._executor.backend_name} sandbox testing"
+        try:
+            sandbox = f"{self._executor.backend_name} sandbox testing"
+        except SandboxUnavailable as exc:
+            sandbox = f"no sandbox ({exc})"
+        return f"{self._models.provider.describe()} writing, {sandbox}"
 
     def usable_tools(self) -> list[dict[str, Any]]:
         return self.runner.usable_tools()
@@ -91,21 +181,35 @@ class ToolForge:
         return self.runner.revalidate_all()
 
     # --- forging ---------------------------------------------------------------------------------
-    def _ask(self, spec: str, feedback: str, on_token: Callable[[str], None] | None) -> tuple[dict, str]:
+    def _ask(self, spec: str, previous: tuple[dict, str] | None,
+             on_token: Callable[[str], None] | None) -> tuple[dict, str]:
+        """One schema-constrained answer. After a failure the model sees its own previous answer and
+        what was wrong with it (only the last one, so the context stays small)."""
         proto = self._protos.get(FORGING_PERSONA)
-        prompt = render(self._codex.prompts.forge, spec=spec, feedback=feedback)
+        prompt = render(self._codex.prompts.forge, spec=spec, feedback="")
+        messages = [{"role": "system", "content": proto.system_prompt}, {"role": "user", "content": prompt}]
+        if previous is not None:
+            answer, request = previous
+            messages += [{"role": "assistant", "content": json.dumps(answer, ensure_ascii=False)},
+                         {"role": "user", "content": request}]
+        schema = schemas.TOOL if previous is None else schemas.TOOL_REVISION
         result = self._models.chat(
-            [{"role": "system", "content": proto.system_prompt}, {"role": "user", "content": prompt}],
-            model=proto.model, schema=schemas.TOOL, on_token=on_token, stream_field="code",
-            sampling=Sampling(min(proto.temperature, 0.4), proto.top_p, self._max_tokens))
+            messages, model=proto.model, schema=schema, on_token=on_token, stream_field="code",
+            sampling=Sampling(min(proto.temperature, FORGE_TEMPERATURE), FORGE_TOP_P, self._max_tokens,
+                              FORGE_REPEAT_PENALTY))
         self._protos.record_call(FORGING_PERSONA, result.completion_tokens)
         return result.data or {}, proto.model
 
     def forge(self, spec: str, *, on_token: Callable[[str], None] | None = None,
               cancel: threading.Event | None = None) -> ForgeOutcome:
-        """Up to max_retries attempts; each failure (schema, AST, tests) is fed back into the next."""
+        """Up to max_retries attempts; each failure (schema, AST, tests) is fed back into the next.
+
+        A tool whose name is already registered becomes that tool's next version, and only once its
+        tests pass; until then the registered version stays in use.
+        """
         outcome = ForgeOutcome(ok=False, spec=spec)
-        feedback = ""
+        previous: tuple[dict, str] | None = None
+        failed_checks: dict[str, str] = {}  # assert expression -> what the call returned, in the last test run
         with self._lock:
             for attempt in range(1, self._max_retries + 1):
                 if cancel is not None and cancel.is_set():
@@ -113,44 +217,67 @@ class ToolForge:
                     return outcome
                 record: dict[str, Any] = {"attempt": attempt}
                 outcome.attempts.append(record)
+                started = time.perf_counter()
                 try:
-                    answer, model = self._ask(spec, feedback, on_token)
+                    answer, model = self._ask(spec, previous, on_token)
                 except ModelError as exc:
                     record["error"] = outcome.error = f"no valid tool answer: {exc}"
-                    feedback = ""
+                    record["seconds"] = round(time.perf_counter() - started, 2)
+                    previous = None
                     continue
-                record["name"] = answer["name"]
+                record["model_s"] = round(time.perf_counter() - started, 2)
+                if answer.get("diagnosis"):
+                    record["diagnosis"], record["verdict"] = answer["diagnosis"], answer["verdict"]
+                repeated = _same_tool(answer, previous)
+                dropped = _drop_disowned_checks(answer, previous, failed_checks)
+                prepared = prepare_tool(answer["name"], answer.get("docstring", ""), answer["code"], answer["tests"])
+                record["name"] = prepared.name
+                if dropped or prepared.repairs:
+                    record["repairs"] = [*dropped, *prepared.repairs]
                 try:
-                    checked = check_tool(answer["name"], answer["code"], answer["tests"])
+                    checked = check_tool(prepared.name, prepared.code, prepared.tests)
                 except ToolCheckError as exc:
                     record["error"] = outcome.error = str(exc)
-                    feedback = f"\nYour previous attempt was rejected: {exc}. Fix it."
+                    record["seconds"] = round(time.perf_counter() - started, 2)
+                    previous, failed_checks = (answer, _retry_request(exc.feedback, [], repeated)), {}
                     continue
                 try:
-                    report = run_in_sandbox(self._executor, checked.name, answer["code"], tests=answer["tests"],
+                    report = run_in_sandbox(self._executor, checked.name, prepared.code, tests=prepared.tests,
                                             test_names=checked.test_names)
                 except SandboxUnavailable as exc:
                     record["error"] = outcome.error = f"sandbox unavailable: {exc}"
                     return outcome  # without a sandbox no tool can ever be validated
+                except SANDBOX_ERRORS as exc:  # the sandbox broke, not the tool: retrying the model cannot help
+                    log.warning("sandbox failed while testing a forged tool: %s", _sandbox_error(exc))
+                    record["error"] = outcome.error = f"the sandbox failed while testing the tool: {_sandbox_error(exc)}"
+                    return outcome
                 validation = _validation_record(report)
                 record["validation"] = validation
-                if report.data is None or report.data.get("error") or report.data.get("failed"):
-                    failures = "; ".join(f"{f['test']}: {f['error']}" for f in (report.data or {}).get("failed", []))
-                    outcome.error = validation["error"] or failures
-                    record["error"] = outcome.error
-                    feedback = f"\nYour previous attempt failed its tests in the sandbox: {outcome.error[:600]}. Fix it."
+                record["seconds"] = round(time.perf_counter() - started, 2)
+                if not report.passed:
+                    problem = failure_feedback(report)
+                    record["error"] = outcome.error = problem
+                    failures = (report.data or {}).get("failed", [])
+                    failed_checks = {assert_expression(f["line"]): f["got"] for f in failures
+                                     if f.get("line", "").startswith("assert ") and "got" in f and "expected" in f}
+                    previous = (answer, _retry_request(problem, failures, repeated))
                     continue
                 tool = Tool(name=checked.name, docstring=checked.docstring, signature=checked.signature, spec=spec,
-                            source=answer["code"], tests=answer["tests"], test_names=list(checked.test_names),
+                            source=prepared.code, tests=prepared.tests, test_names=list(checked.test_names),
                             model=model, status=OK, validation=validation)
-                self.registry.save(tool)
+                try:
+                    self.registry.save(tool)
+                except OSError as exc:  # a full or read-only disk: the tool passed but cannot be kept
+                    log.error("could not store tool %s: %s", tool.name, exc)
+                    record["error"] = outcome.error = f"the tool passed its tests but could not be stored: {exc}"
+                    return outcome
                 outcome.ok, outcome.tool, outcome.error = True, tool, ""
-                log.info("tool %s created (%d test(s) passed, %s)", tool.name, len(tool.test_names), validation["backend"])
+                log.info("tool %s v%d created (%d test(s) passed, %s)", tool.name, tool.version,
+                         len(tool.test_names), validation["backend"])
                 self._bus.publish("tool_created", tool=tool.as_map())
                 return outcome
         log.info("forge gave up on %r: %s", spec[:80], outcome.error)
         return outcome
-
 
 
 class ToolRunner:
@@ -167,7 +294,8 @@ class ToolRunner:
         return [{"name": t.name, "signature": t.signature, "docstring": t.docstring} for t in self.registry.usable()]
 
     def call(self, name: str, arguments: Any) -> ToolCallOutcome:
-        """Run a registered, passing tool once in the sandbox."""
+        """Run a registered, passing tool once in the sandbox. Every failure, the sandbox's included,
+        is a failed outcome (for BRICK to read), never an exception."""
         if not isinstance(arguments, dict):
             return ToolCallOutcome(False, name, {}, error="arguments must be a JSON object")
         tool = self.registry.get(name)
@@ -177,30 +305,53 @@ class ToolRunner:
             report = run_in_sandbox(self._executor, name, tool.source, arguments=arguments)
         except SandboxUnavailable as exc:
             return ToolCallOutcome(False, name, arguments, error=f"sandbox unavailable: {exc}")
+        except SANDBOX_ERRORS as exc:
+            log.warning("sandbox failed while calling tool %s: %s", name, _sandbox_error(exc))
+            return ToolCallOutcome(False, name, arguments, error=f"the sandbox failed (not the tool): {_sandbox_error(exc)}")
         data = report.data or {}
         error = data.get("error") or report.problem
+        if error and data.get("tool_line"):
+            error += f" (at `{data['tool_line']}`)"
         return ToolCallOutcome(not error, name, arguments, value=data.get("value"), error=error,
                                output=data.get("output", ""), execution=report.execution.to_dict())
 
+    def _revalidate(self, tool: Tool) -> tuple[bool, dict[str, Any]]:
+        try:
+            checked = check_tool(tool.name, tool.source, tool.tests)
+            report = run_in_sandbox(self._executor, tool.name, tool.source, tests=tool.tests,
+                                    test_names=checked.test_names)
+        except ToolCheckError as exc:
+            return False, {"error": str(exc), "at": time.time()}
+        except SandboxUnavailable as exc:
+            return False, {"error": f"sandbox unavailable: {exc}", "at": time.time()}
+        except SANDBOX_ERRORS as exc:
+            return False, {"error": f"the sandbox failed: {_sandbox_error(exc)}", "at": time.time()}
+        validation = _validation_record(report)
+        if not report.passed:
+            validation["error"] = failure_feedback(report)
+        return report.passed, validation
+
     def revalidate_all(self) -> dict[str, str]:
-        """Re-run every tool's tests in the sandbox (after a restart); failing tools become broken."""
+        """Re-run every tool's tests in the sandbox (after a restart); failing tools become broken.
+
+        Every tool ends with a verdict, whatever happens to the others: none stays 'validating'.
+        """
         statuses = {}
         for tool in self.registry.all():
             if tool.status == BROKEN and "hash mismatch" in str(tool.validation.get("error", "")):
                 statuses[tool.name] = BROKEN
                 continue
             try:
-                checked = check_tool(tool.name, tool.source, tool.tests)
-                report = run_in_sandbox(self._executor, tool.name, tool.source, tests=tool.tests,
-                                        test_names=checked.test_names)
-                validation = _validation_record(report)
-                passed = report.data is not None and not report.data.get("error") and not report.data.get("failed")
-            except ToolCheckError as exc:
-                validation, passed = {"error": str(exc), "at": time.time()}, False
-            except SandboxUnavailable as exc:
-                validation, passed = {"error": f"sandbox unavailable: {exc}", "at": time.time()}, False
+                passed, validation = self._revalidate(tool)
+            except Exception as exc:  # a defect, not a verdict: still give the tool one, loudly
+                log.exception("re-validation of tool %s crashed", tool.name)
+                passed, validation = False, {"error": f"re-validation crashed: {type(exc).__name__}: {exc}",
+                                             "at": time.time()}
             status = OK if passed else BROKEN
-            self.registry.set_status(tool.name, status, validation)
+            try:
+                self.registry.set_status(tool.name, status, validation)
+            except OSError as exc:  # the verdict holds in memory even if the manifest cannot be written
+                log.error("could not record the status of tool %s: %s", tool.name, exc)
             statuses[tool.name] = status
             if not passed:
                 log.warning("tool %s failed re-validation; marked broken: %s", tool.name, validation.get("error"))

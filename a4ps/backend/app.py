@@ -10,14 +10,17 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from a4ps.autonomy import AutonomyLedger, CuriosityTrial, GoalWriter, Motivator, RepeatFilter, ToolMissing
 from a4ps.backend.commands import CommandTable
 from a4ps.backend.compose import build_checkpointer, build_forge, build_memory, build_models
 from a4ps.backend.guard import CommandGuard, ensure_control_token
 from a4ps.backend.server import ZmqServer
 from a4ps.backend.supervisor import Supervisor
-from a4ps.backend.tasks import CANCELLED, DONE, FAILED, RUNNING, Task, TaskQueue
+from a4ps.backend.tasks import CANCELLED, CURIOSITY, DONE, FAILED, INQUIRY, RUNNING, Task, TaskQueue
+from a4ps.cadence import Cadence, CodexFile, CodexGate, ImpactPreview, InquiryFailed, LegislativeRecord, ProposalStore
 from a4ps.client import control_token_path
 from a4ps.config import Codex, Settings
+from a4ps.config.loader import codex_path
 from a4ps.events import EventBus
 from a4ps.events.bus import BusLogHandler
 from a4ps.graph import SocraticGraph, TaskCancelled
@@ -28,6 +31,15 @@ from a4ps.protos import ImageSaveError, LivingImage, ProtoManager
 log = logging.getLogger(__name__)
 
 IMAGE_FORMAT = 2  # 2: protos stored as live edits over a codex version (1: whole Proto objects)
+PROPOSAL_PENDING = "a codex proposal awaits your decision"
+
+
+class InquiryRefused(Exception):
+    """An inquiry cannot be queued now; `code` says why (a proposal or an inquiry is pending)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
 
 
 class Backend:
@@ -58,13 +70,29 @@ class Backend:
         self.tasks = TaskQueue(settings.backend.recent_tasks, max_attempts=settings.backend.max_task_attempts)
         if state:
             self.tasks.restore(state.get("tasks", []))
-        self.autonomy = {"state": "idle", "reason": "no autonomous loop is installed"}
+        self.codex_file = CodexFile(codex_path(), self.data_dir / "codex_history")
+        self.proposals = ProposalStore(self.data_dir / "proposals")
+        self.record = LegislativeRecord(self.data_dir / "cadence" / "record.json")
+        self._next_codex: Codex | None = None  # an approved codex, adopted by the worker between tasks
+        self._codex_lock = threading.Lock()
 
         self.voices = Voices(self.models, self.protos, self.bus, settings.models.max_tokens,
                              settings.models.repeat_penalty)
         self.forge = build_forge(settings, codex, self.models, self.protos, self.bus)
         self.memory = build_memory(settings, self.models)
         self.checkpoints = build_checkpointer(settings)
+        self.motivator = Motivator(settings.autonomy, AutonomyLedger(self.data_dir / "autonomy.json"), self.tasks,
+                                   self.bus, GoalWriter(self.voices, codex, RepeatFilter(self.models.embed),
+                                                        self.goal_context),
+                                   self._stop, request_inquiry=self._self_inquiry)
+        self.curiosity = CuriosityTrial(self.voices, codex, self.forge)
+        self.cadence = Cadence(settings, self.codex_file, self.proposals, self.record, self.voices,
+                               ImpactPreview(settings, self.models, self.voices), self.bus, self._performance,
+                               on_pending=lambda _: self.motivator.hold(PROPOSAL_PENDING))
+        self.gate = CodexGate(self.proposals, self.codex_file, self.bus, on_codex=self._codex_approved,
+                              on_decided=lambda: self.motivator.hold(None))
+        if self.proposals.pending() is not None:
+            self.motivator.hold(PROPOSAL_PENDING)
         self.graph = SocraticGraph(self.voices, codex, settings.graph, self.bus, workshop=self.forge,
                                    recall=self.recall_for_plan, checkpointer=self.checkpoints)
         guard = CommandGuard(ensure_control_token(self.data_dir), control_token_path(self.data_dir))
@@ -83,11 +111,17 @@ class Backend:
             "tasks": self.tasks.snapshot(),
             "current_task": running.task_id if running else None,
             "tools": [tool.as_map() for tool in self.forge.registry.all()],
-            "autonomy": dict(self.autonomy),
+            "autonomy": self.motivator.snapshot(),
+            "proposal": self._pending_map(),
+            "codex_version": self.codex.version,
             "loops": self.supervisor.health(),
             "image": {"path": str(self.image.last_path) if self.image.last_path else None,
                       "saved_at": self.image.last_saved_at},
         }
+
+    def _pending_map(self) -> dict[str, Any] | None:
+        pending = self.proposals.pending()
+        return pending.public() if pending is not None else None
 
     def publish_snapshot(self) -> None:
         """A `state` event, built in its turn on the event stream (see a4ps/backend/server.py)."""
@@ -100,7 +134,8 @@ class Backend:
 
     def image_state(self) -> dict[str, Any]:
         return {"format": IMAGE_FORMAT, "saved_at": time.time(), "codex_version": self.codex.version,
-                "protos": self.protos.export(), "tasks": self.tasks.export()}
+                "protos": self.protos.export(), "tasks": self.tasks.export(),
+                "autonomy": self.motivator.snapshot(), "proposal_id": (self._pending_map() or {}).get("proposal_id")}
 
     def save_image(self, why: str) -> Path:
         """Raises ImageSaveError (an OSError) with a message that says where and why."""
@@ -141,6 +176,67 @@ class Backend:
             return "cancelling"
         return task.status
 
+    # --- autonomy and the codex -------------------------------------------------------------------
+    def goal_context(self) -> dict[str, str]:
+        """What ALFRED builds a goal on: recent episodes (H-MEM), the tools, recent dissonance."""
+        try:
+            episodes = self.memory.recent_episodes(limit=5)
+            recent = "\n".join(f"- {e.task_text[:160]}: {e.summary[:200]}" for e in episodes)
+        except Exception:  # memory is an aid; the task list still says what was done
+            log.exception("motivator: recent episodes could not be read; using the task list")
+            recent = ""
+        finished = [t for t in self.tasks.snapshot() if t["status"] == DONE][-5:]
+        if not recent:
+            recent = "\n".join(f"- {t['text'][:160]}: {(t['result'] or '')[:200]}" for t in finished)
+        tools = ", ".join(f"{t['signature']}" for t in self.forge.usable_tools()) or "(none yet)"
+        dissonance = "; ".join(f"'{t['text'][:60]}': {', '.join(f'{v:.2f}' for v in t['dissonance'])}"
+                               for t in finished if t["dissonance"]) or "(none measured)"
+        return {"recent": recent or "(nothing yet)", "tools": tools, "dissonance": dissonance}
+
+    def _performance(self) -> tuple[list[dict[str, Any]], list[str]]:
+        broken = sorted(t.name for t in self.forge.registry.all() if t.status != "ok")
+        return self.protos.snapshot(), broken
+
+    def request_inquiry(self, topic: str, trigger: str) -> Task:
+        """Queue an inquiry into the codex (a person's request runs as theirs; a self-set one waits)."""
+        if self.proposals.pending() is not None:
+            raise InquiryRefused("proposal_pending", "a codex proposal already awaits a decision (get_proposal)")
+        running = self.tasks.running
+        if any(t.kind == INQUIRY for t in self.tasks.waiting()) or (running and running.kind == INQUIRY):
+            raise InquiryRefused("inquiry_pending", "an inquiry is already queued or running")
+        text = "Inquiry into the codex" + (f": {topic}" if topic else "")
+        details = {"topic": topic, "trigger": trigger}
+        if trigger == "user":
+            task, _ = self.tasks.submit(text, "user", kind=INQUIRY, details=details)
+        else:
+            task = self.tasks.submit_self_set(text, "cadence", kind=INQUIRY, details=details)
+            if task is None:
+                raise InquiryRefused("inquiry_pending", "a self-set task is already waiting")
+        self.save_image_or_warn("inquiry queued")
+        return task
+
+    def _self_inquiry(self, trigger: str) -> None:
+        try:
+            self.request_inquiry("", trigger)
+        except InquiryRefused as exc:
+            log.info("no inquiry (%s): %s", trigger, exc)
+
+    def _codex_approved(self, codex: Codex) -> None:
+        """A new codex version was written; the worker adopts it before its next task."""
+        with self._codex_lock:
+            self._next_codex = codex
+
+    def _adopt_pending_codex(self) -> None:
+        with self._codex_lock:
+            codex, self._next_codex = self._next_codex, None
+        if codex is None:
+            return
+        self.codex.adopt(codex)
+        self.protos.adopt_codex(self.codex)
+        log.info("codex version %d adopted: personas reloaded", codex.version)
+        self.save_image_or_warn("codex adopted")
+        self.publish_snapshot()
+
     def recall_for_plan(self, task_text: str) -> str:
         """The memories ALFRED plans with: the most relevant chunks of earlier tasks."""
         hits = self.memory.recall(task_text, k=4)
@@ -167,7 +263,16 @@ class Backend:
             raise ImageSaveError(f"task not run: {exc}") from exc
         log.info("task %s started: %s", task.task_id, task.text[:80])
         try:
-            final = self.graph.run(task.task_id, task.text, cancel=self._cancel_current)
+            if task.kind == INQUIRY:
+                proposal = self.cadence.inquire(task.task_id, str(task.details.get("topic") or ""),
+                                                str(task.details.get("trigger") or "user"), self._cancel_current)
+                self.tasks.finish(task, DONE, result=f"proposal {proposal.proposal_id}: {proposal.change['target']} "
+                                                     f"({proposal.change['operation']}); awaiting your decision")
+                return
+            text = task.text
+            if task.kind == CURIOSITY:
+                text = self.curiosity.prepare(task.task_id, str(task.details.get("tool") or ""), self._cancel_current)
+            final = self.graph.run(task.task_id, text, cancel=self._cancel_current)
         except TaskCancelled:
             if self._stop.is_set() and task.error != "cancelled by the user":
                 log.info("task %s interrupted by shutdown; re-queued (it resumes at its last step)", task.task_id)
@@ -176,7 +281,7 @@ class Backend:
                 self._forget_progress(task)
                 self.tasks.finish(task, CANCELLED, error="cancelled by the user")
             return
-        except ModelError as exc:
+        except (ModelError, ToolMissing, InquiryFailed) as exc:
             log.error("task %s failed: %s", task.task_id, exc)
             self._forget_progress(task)
             self.tasks.finish(task, FAILED, error=str(exc))
@@ -189,6 +294,7 @@ class Backend:
         task.turns, task.dissonance = final.get("turn", 0), list(final.get("dissonance", []))
         self.protos.record_task(self.protos.names())
         self._remember(task, final)
+        self.record.add(task, final)
         self._forget_progress(task)
         self.tasks.finish(task, DONE, result=final.get("answer", ""))
         log.info("task %s done in %d turn(s)", task.task_id, task.turns)
@@ -204,11 +310,13 @@ class Backend:
         """One turn of the task-worker loop: take a task and run it. What escapes fails the task
         (never leaves it `running`) and then goes to the supervisor, which logs it and goes on."""
         self._cancel_current.clear()
+        self._adopt_pending_codex()
         if not self._model_warm:
             self._warm_model()
         task = self.tasks.take(timeout=0.5)
         if task is None:
             return
+        self._adopt_pending_codex()  # an approval that came while this step waited applies to this task
         if self._stop.is_set():  # taken just as shutdown began: leave it for the next start
             self.tasks.requeue(task)
             return
@@ -263,6 +371,10 @@ class Backend:
         self.supervisor.run("task-worker", self._work_step)
         self.supervisor.run("tool-revalidation", self._revalidate_tools, once=True)
         self.supervisor.run("autosave", self._autosave_step)
+        self.bus.subscribe("task", self.motivator.on_event)
+        self.bus.subscribe("tool_created", self.motivator.on_event)
+        self.bus.subscribe("high_cognitive_dissonance", self.motivator.on_event)
+        self.supervisor.run("motivator", self.motivator.step)
         log.info("backend ready (pid %d, provider %s, data dir %s)", os.getpid(), self.models.provider_name,
                  self.data_dir)
 
@@ -271,6 +383,7 @@ class Backend:
             self._stop_reason = reason
             log.info("stopping: %s", reason)
             self._stop.set()
+            self.motivator.interrupt()
             self.tasks.wake()
 
     def wait(self) -> None:
@@ -285,10 +398,10 @@ class Backend:
         while self.tasks.running is not None and time.monotonic() < deadline:
             time.sleep(0.05)
         self._cancel_current.set()
-        still_running = self.supervisor.join(first=("task-worker",))
+        still_running = self.supervisor.join(first=("task-worker", "motivator"))
         if self.save_image_or_warn("shutdown") is None:
             log.info("living image saved; backend stopped")
-        if "task-worker" not in still_running:  # never free the model under a generation still running
+        if not {"task-worker", "motivator"} & set(still_running):  # never free the model under a generation
             self.models.unload()
         self.memory.close()
         self.checkpoints.conn.close()

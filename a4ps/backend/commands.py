@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from a4ps.backend.guard import CommandGuard
 from a4ps.backend.server import RequestError
+from a4ps.cadence import GateError
 from a4ps.protos import ImageSaveError
 from a4ps.protos.proto import ProtoEditError
 
@@ -43,7 +44,15 @@ class CommandTable:
             "shutdown": self.shutdown,
             "list_tools": self.list_tools,
             "get_tool": self.get_tool,
+            "set_autonomy": self.set_autonomy,
+            "request_inquiry": self.request_inquiry,
+            "get_proposal": self.get_proposal,
+            "decide_proposal": self.decide_proposal,
+            "codex_history": self.codex_history,
+            "revert_codex": self.revert_codex,
         }
+        for name in ("get_proposal", "codex_history"):
+            self._guard.allow_reading(name)
 
     def register(self, name: str, command: Callable[[dict], dict], *, reads: bool = False) -> None:
         """Organs that arrive later (forge, cadence) add their commands here; they need the token
@@ -116,3 +125,51 @@ class CommandTable:
         if tool is None:
             raise RequestError("not_found", f"no tool named {name!r}")
         return {"tool": tool.as_map()}
+
+    # --- autonomy and the codex (a4ps/autonomy, a4ps/cadence) -------------------------------------
+    def set_autonomy(self, request: dict) -> dict:
+        state = _field(request, "state", str)
+        if state not in ("running", "paused"):
+            raise RequestError("invalid_value", "state must be 'running' or 'paused'")
+        try:
+            return {"autonomy": self._backend.motivator.set_choice(state)}
+        except OSError as exc:
+            raise RequestError("not_saved", f"the choice could not be saved: {exc}") from None
+
+    def request_inquiry(self, request: dict) -> dict:
+        from a4ps.backend.app import InquiryRefused
+
+        topic = (_field(request, "topic", str, required=False) or "").strip()
+        if len(topic) > 500:
+            raise RequestError("invalid_value", "topic is over 500 characters")
+        try:
+            task = self._backend.request_inquiry(topic, "user")
+        except InquiryRefused as exc:
+            raise RequestError(exc.code, str(exc)) from None
+        return {"task_id": task.task_id}
+
+    def get_proposal(self, request: dict) -> dict:
+        pending = self._backend.gate.pending()
+        return {"proposal": pending.public() if pending is not None else None}
+
+    def decide_proposal(self, request: dict) -> dict:
+        proposal_id = _field(request, "proposal_id", str)
+        decision = _field(request, "decision", str)
+        digest = _field(request, "history_digest", str, required=False)
+        reason = (_field(request, "reason", str, required=False) or "").strip()[:2000]
+        try:
+            proposal = self._backend.gate.decide(proposal_id, decision, digest, reason)
+        except GateError as exc:
+            raise RequestError(exc.code, str(exc)) from None
+        return {"proposal_id": proposal.proposal_id, "status": proposal.status, "new_version": proposal.new_version}
+
+    def codex_history(self, request: dict) -> dict:
+        return {"versions": self._backend.gate.history(), "current": self._backend.codex_file.read()[1].version}
+
+    def revert_codex(self, request: dict) -> dict:
+        version = _field(request, "version", int)
+        try:
+            codex = self._backend.gate.revert(version)
+        except GateError as exc:
+            raise RequestError(exc.code, str(exc)) from None
+        return {"version": codex.version, "restored": version}

@@ -12,6 +12,12 @@ from typing import Any, Callable
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 FINISHED = {DONE, FAILED, CANCELLED}
 
+# Priorities (lower runs first): a person's task always runs before a waiting self-set one.
+USER, SELF_SET = 0, 1
+# Kinds of work the worker runs: a dialogue through the Socratic graph, a curiosity task (BRICK tries
+# a new tool first), an inquiry into the codex (a4ps/cadence).
+DIALOGUE, CURIOSITY, INQUIRY = "dialogue", "curiosity", "inquiry"
+
 
 @dataclass
 class Task:
@@ -27,13 +33,16 @@ class Task:
     turns: int = 0
     dissonance: list[float] = field(default_factory=list)
     attempts: int = 0  # starts that did not end in an orderly way (a crash of the process counts)
+    priority: int = USER
+    kind: str = DIALOGUE
+    details: dict[str, Any] = field(default_factory=dict)  # what the kind needs (the tool, the topic)
 
     def as_map(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class TaskQueue:
-    """FIFO of pending tasks plus the running one and a bounded list of finished ones."""
+    """Pending tasks by priority (FIFO within one), the running one and a bounded list of finished ones."""
 
     def __init__(self, recent: int = 50, on_change: Callable[[Task], None] | None = None, max_attempts: int = 3):
         self._max_attempts = max_attempts
@@ -50,14 +59,48 @@ class TaskQueue:
         if self._on_change is not None:
             self._on_change(task)
 
-    def submit(self, text: str, source: str = "user") -> tuple[Task, int]:
-        task = Task(text=text, source=source)
+    def submit(self, text: str, source: str = "user", *, priority: int = USER, kind: str = DIALOGUE,
+               details: dict[str, Any] | None = None) -> tuple[Task, int]:
+        """Queue a task; returns it and its place in the running order (1 = next)."""
+        task = Task(text=text, source=source, priority=priority, kind=kind, details=dict(details or {}))
         with self._cond:
             self._pending.append(task)
-            position = len(self._pending)
+            position = self._position(task)
             self._cond.notify_all()
         self._changed(task)
         return task, position
+
+    def submit_self_set(self, text: str, source: str, *, kind: str = DIALOGUE,
+                        details: dict[str, Any] | None = None) -> Task | None:
+        """Queue a self-set task unless one is already waiting (at most one at a time): None then."""
+        with self._cond:
+            if any(t.priority >= SELF_SET for t in self._pending):
+                return None
+            task = Task(text=text, source=source, priority=SELF_SET, kind=kind, details=dict(details or {}))
+            self._pending.append(task)
+            self._cond.notify_all()
+        self._changed(task)
+        return task
+
+    def _position(self, task: Task) -> int:
+        return 1 + sum(1 for t in self._pending if t is not task and
+                       (t.priority < task.priority or t.priority == task.priority and t.created_at <= task.created_at))
+
+    def _next(self) -> Task:
+        """The first pending task of the most urgent priority (the deque keeps arrival order)."""
+        return min(self._pending, key=lambda t: t.priority)
+
+    def waiting(self, *, self_set: bool | None = None) -> list[Task]:
+        """Pending tasks (only self-set ones, or only the users', when asked)."""
+        with self._cond:
+            return [t for t in self._pending
+                    if self_set is None or (t.priority >= SELF_SET) == self_set]
+
+    @property
+    def idle(self) -> bool:
+        """Nothing runs and nothing waits."""
+        with self._cond:
+            return self._running is None and not self._pending
 
     def take(self, timeout: float) -> Task | None:
         """The next pending task, now marked running; None if none arrives within timeout."""
@@ -66,7 +109,8 @@ class TaskQueue:
                 self._cond.wait(timeout)
             if not self._pending or self._running is not None:
                 return None
-            task = self._pending.popleft()
+            task = self._next()
+            self._pending.remove(task)
             task.status, task.started_at = RUNNING, time.time()
             task.attempts += 1
             self._running = task

@@ -109,6 +109,11 @@ def bind_address_problem(address: str) -> str | None:
     return f"listens on {host!r}, which is not a loopback address"
 
 
+def codex_path() -> Path:
+    """The codex file in use (config/codex.toml, or the one under A4PS_CONFIG_DIR)."""
+    return config_dir() / "codex.toml"
+
+
 def load_codex(path: Path | None = None) -> Codex:
     """codex.toml, validated."""
-    return _load(path or config_dir() / "codex.toml", Codex)
+    return _load(path or codex_path(), Codex)

@@ -104,6 +104,22 @@ class Memory(_Strict):
     hybrid: bool
 
 
+class Autonomy(_Strict):
+    """The Motivator (a4ps/autonomy): goals it sets itself when idle, within a budget."""
+
+    enabled: bool
+    idle_after_s: float = Field(gt=0)
+    max_goals_per_hour: int = Field(ge=0, le=1000)
+    inquiry_after: int = Field(ge=1, le=1000)  # high-dissonance tasks within a day that start an inquiry
+
+
+class Cadence(_Strict):
+    """The philosophical loop (a4ps/cadence): codex amendments the user approves."""
+
+    preview_tasks: int = Field(ge=0, le=20)
+    proposal_attempts: int = Field(ge=1, le=10)
+
+
 class Logging(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -118,6 +134,8 @@ class Settings(_Strict):
     sandbox: Sandbox
     forge: Forge
     memory: Memory
+    autonomy: Autonomy
+    cadence: Cadence
     logging: Logging
 
 
@@ -146,15 +164,26 @@ class Prompts(_Strict):
     thesis: str
     revision: str
     tool_need: str
+    second_opinion: str
+    compare: str
     antithesis: str
     verdict: str
     synthesis: str
     forge: str
+    goal: str
+    tool_try: str
+    curiosity: str
+    inquiry: str
+    judge: str
 
 
 class Principle(_Strict):
     id: str
     text: str
+
+
+# The personas the code addresses by role; their text comes from the codex (one place for the names).
+STEWARD, ANALYST, EMPATH = "ALFRED", "BRICK", "ROBIN"
 
 
 class Codex(_Strict):
@@ -169,10 +198,17 @@ class Codex(_Strict):
         names = [p.name for p in value]
         if len(set(names)) != len(names):
             raise ValueError("persona names must be unique")
-        missing = {"ALFRED", "BRICK", "ROBIN"} - set(names)
+        missing = {STEWARD, ANALYST, EMPATH} - set(names)
         if missing:
             raise ValueError(f"missing persona(s): {', '.join(sorted(missing))}")
         return value
+
+    def adopt(self, other: "Codex") -> None:
+        """Take `other`'s content in place, so every organ holding this object (or its prompts) reads
+        the new codex from its next use: how an approved amendment is applied between tasks."""
+        for name in type(self.prompts).model_fields:
+            setattr(self.prompts, name, getattr(other.prompts, name))
+        self.persona, self.principle, self.version = other.persona, other.principle, other.version
 
     def persona_named(self, name: str) -> Persona:
         for persona in self.persona:

@@ -106,6 +106,21 @@ class ProtoManager:
                     setattr(protos[name], _field_of(key), record["value"])
         return manager
 
+    def adopt_codex(self, codex: Codex) -> None:
+        """Personas from a new codex version, live (call between tasks, never mid-answer): live
+        edits made against the old version are dropped (the codex wins), counters are kept."""
+        with self._lock:
+            fresh = ProtoManager.from_codex(codex, self._provider, self.export())
+            for name, proto in fresh._protos.items():
+                if name in self._protos:
+                    proto.status = self._protos[name].status
+            self._protos.clear()
+            self._protos.update(fresh._protos)
+            self._codex_version, self._personas, self._overrides = fresh._codex_version, fresh._personas, fresh._overrides
+            protos = list(self._protos.values())
+        for proto in protos:
+            self._changed(proto)
+
     def set_listener(self, on_change: Callable[[Proto], None]) -> None:
         self._on_change = on_change
 

@@ -1,0 +1,157 @@
+"""What a codex amendment may change, and applying one: validated, and never against `consent`.
+
+Why: a proposal is model-written. Its target is one of the fields listed here (the schema's enum,
+checked again in code), its value must give a codex that validates, and the principle `consent`
+(the codex changes only with the user's approval) can never be removed or weakened: a hard rule
+here, whatever the model, the prompt or the schema say.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from a4ps.config.schema import Codex, Prompts
+
+CONSENT = "consent"
+PERSONA_FIELDS = {"system_prompt": str, "role": str, "temperature": float, "top_p": float, "max_tokens": int}
+NEW_PRINCIPLE = "principle.new"
+SET, ADD, REMOVE = "set", "add", "remove"
+MAX_VALUE_CHARS = 4000
+SHOWN_CHARS = 160
+
+
+class AmendmentError(ValueError):
+    """The proposed change cannot be made (unknown target, invalid value, `consent` touched)."""
+
+
+@dataclass(frozen=True)
+class Change:
+    target: str
+    operation: str
+    value: str
+    principle_id: str = ""
+
+    def as_map(self) -> dict[str, str]:
+        return {"target": self.target, "operation": self.operation, "value": self.value,
+                "principle_id": self.principle_id}
+
+
+def targets(codex: Codex) -> list[str]:
+    """Every field a proposal may name."""
+    names = [f"persona.{p.name}.{field}" for p in codex.persona for field in PERSONA_FIELDS]
+    names += [f"prompts.{key}" for key in Prompts.model_fields]
+    names += [f"principle.{p.id}" for p in codex.principle]
+    return [*names, NEW_PRINCIPLE]
+
+
+def proposal_schema(codex: Codex) -> dict[str, Any]:
+    """The JSON ALFRED answers with; the enum keeps the target to real fields."""
+    text = {"type": "string", "minLength": 8, "maxLength": 600}
+    return {
+        "type": "object",
+        "properties": {
+            "target": {"type": "string", "enum": targets(codex)},
+            "operation": {"type": "string", "enum": [SET, ADD, REMOVE]},
+            "value": {"type": "string", "maxLength": 1500},
+            "principle_id": {"type": "string", "maxLength": 40},
+            "justification": text,
+            "expected_consequences": text,
+        },
+        "required": ["target", "operation", "value", "principle_id", "justification", "expected_consequences"],
+        "additionalProperties": False,
+    }
+
+
+def current_values(codex: Codex) -> str:
+    """The fields with their current values, shortened, for ALFRED's prompt."""
+    data = codex.model_dump()
+    lines = []
+    for target in targets(codex):
+        if target == NEW_PRINCIPLE:
+            lines.append(f"{NEW_PRINCIPLE}: (add a principle)")
+            continue
+        value = _read(data, target)
+        shown = " ".join(str(value).split())
+        lines.append(f"{target} = {shown[:SHOWN_CHARS]}{'…' if len(shown) > SHOWN_CHARS else ''}")
+    return "\n".join(lines)
+
+
+def _read(data: dict[str, Any], target: str) -> Any:
+    kind, _, rest = target.partition(".")
+    if kind == "persona":
+        name, _, field = rest.rpartition(".")
+        return next(p for p in data["persona"] if p["name"] == name)[field]
+    if kind == "prompts":
+        return data["prompts"][rest]
+    return next(p for p in data["principle"] if p["id"] == rest)["text"]
+
+
+def _typed(value: str, kind: type, target: str) -> Any:
+    if kind is str:
+        return value
+    try:
+        return kind(value.strip())
+    except ValueError:
+        raise AmendmentError(f"{target} needs {'an integer' if kind is int else 'a number'}, not {value!r}") from None
+
+
+def apply(codex: Codex, change: Change) -> Codex:
+    """The codex with `change` made (same version number), validated; raises AmendmentError."""
+    if change.target not in targets(codex):
+        raise AmendmentError(f"there is no codex field {change.target!r}")
+    if len(change.value) > MAX_VALUE_CHARS:
+        raise AmendmentError(f"the new value is over {MAX_VALUE_CHARS} characters")
+    data = codex.model_dump()
+    kind, _, rest = change.target.partition(".")
+    if change.target == NEW_PRINCIPLE:
+        if change.operation != ADD:
+            raise AmendmentError(f"{NEW_PRINCIPLE} takes the operation 'add', not {change.operation!r}")
+        pid = change.principle_id.strip()
+        if not re.fullmatch(r"[a-z][a-z0-9_]{1,39}", pid):
+            raise AmendmentError("a new principle needs a principle_id of lowercase letters, digits or _")
+        if any(p["id"] == pid for p in data["principle"]):
+            raise AmendmentError(f"a principle {pid!r} exists already; edit it with target principle.{pid}")
+        data["principle"].append({"id": pid, "text": change.value.strip()})
+    elif kind == "principle":
+        index = next(i for i, p in enumerate(data["principle"]) if p["id"] == rest)
+        if change.operation == REMOVE:
+            del data["principle"][index]
+        elif change.operation == SET:
+            data["principle"][index]["text"] = change.value.strip()
+        else:
+            raise AmendmentError(f"a principle is changed with 'set' or 'remove', not {change.operation!r}")
+    else:
+        if change.operation != SET:
+            raise AmendmentError(f"{change.target} is changed with 'set', not {change.operation!r}")
+        if kind == "persona":
+            name, _, field = rest.rpartition(".")
+            persona = next(p for p in data["persona"] if p["name"] == name)
+            persona[field] = _typed(change.value, PERSONA_FIELDS[field], change.target)
+        else:
+            data["prompts"][rest] = change.value
+    try:
+        amended = Codex.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise AmendmentError(f"the amended codex is invalid at {where}: {err['msg']}") from None
+    if amended.model_dump() == codex.model_dump():
+        raise AmendmentError(f"the change leaves {change.target} as it is")
+    guard_consent(codex, amended)
+    return amended
+
+
+def guard_consent(before: Codex, after: Codex) -> None:
+    """The hard rule: while the codex holds `consent`, no change may remove it or alter its text."""
+    old = next((p for p in before.principle if p.id == CONSENT), None)
+    if old is None:
+        return
+    new = next((p for p in after.principle if p.id == CONSENT), None)
+    if new is None:
+        raise AmendmentError("the principle 'consent' can never be removed")
+    if new.text.strip() != old.text.strip():
+        raise AmendmentError("the principle 'consent' can never be weakened or reworded")

@@ -146,3 +146,68 @@ def test_the_embedded_model_writes_an_idle_goal(tmp_path):
         assert task["source"] == "motivator" and task["text"] == goal[0]["goal"]
         backend.request("cancel_task", task_id=task["task_id"])
         events.close()
+
+
+TOOL = {"name": "word_count", "docstring": "Count the words in a text.",
+        "code": 'def word_count(text: str) -> int:\n    """Count the words in a text."""\n    return len(text.split())\n',
+        "tests": ["word_count('a b c') == 3", "word_count('') == 0"]}
+
+
+@pytest.mark.needs_bwrap
+def test_a_new_tool_gets_a_curiosity_task_in_which_brick_calls_it(tmp_path):
+    """BRICK asks for a tool in a person's task; the forge makes it (tests in the sandbox); the Motivator
+    queues a curiosity task behind that task; in it BRICK's arguments go to the tool in the sandbox and
+    the dialogue starts from what it returned."""
+    import json
+
+    script = SocietyScript()
+    script.push("arguments", {"arguments": {"text": "one two three four"}})
+    asked_for_tool = []
+
+    def responder(model, messages, fmt):
+        props = fmt.get("properties", {}) if isinstance(fmt, dict) else {}
+        if "code" in props:
+            return json.dumps(TOOL)
+        if "needs_tool" in props:
+            first = not asked_for_tool
+            asked_for_tool.append(1)
+            answer = {"needs_tool": first, "tool_spec": "count the words in a text" if first else ""}
+            if "call_tool" in props:
+                answer.update(call_tool="", arguments={})
+            return json.dumps(answer)
+        return script(model, messages, fmt)
+
+    config = write_config(tmp_path / "config", settings=autonomy_settings(**{
+        "graph.tools": True, "autonomy.idle_after_s": 3600.0, "sandbox.backend": "bwrap"}))
+    with OllamaStandIn(models=MODELS, responder=responder) as server:
+        with BackendProcess(tmp_path / "data", config, extra_env={"OLLAMA_HOST": server.host}) as backend:
+            events = backend.subscribe()
+            user = backend.request("submit_task", text="How many words are in my essay?")["task_id"]
+            seen = []
+            deadline = time.monotonic() + 120
+            goal = None
+            while goal is None and time.monotonic() < deadline:
+                item = events.poll_event(1.0)
+                if item:
+                    seen.append(item)
+                    if item[0] == "goal":
+                        goal = item[1]
+            assert goal is not None, [t for t, _ in seen]
+            assert goal["trigger"] == "tool_created" and goal["builds_on"] == "word_count"
+            assert any(t == "tool_created" and e["tool"]["name"] == "word_count" for t, e in seen)
+            done = wait_for_task(events, user, {"done", "failed"}, 60)
+            assert done["status"] == "done"
+            curiosity = wait_for_task(events, goal["task_id"], {"running"}, 60)
+            assert curiosity["kind"] == "curiosity" and curiosity["source"] == "curiosity"
+            call = None
+            while call is None:
+                item = events.poll_event(60)
+                assert item is not None, "no tool call in the curiosity task"
+                if item[0] == "utterance" and item[1]["task_id"] == goal["task_id"] and item[1]["node"] == "tool_call":
+                    call = item[1]
+            assert call["persona"] == "BRICK" and call["data"]["ok"] is True
+            assert call["text"] == "word_count({'text': 'one two three four'}) returned 4"
+            finished = wait_for_task(events, goal["task_id"], {"done", "failed"}, 60)
+            assert finished["status"] == "done"
+            assert script.asked["arguments"] == 1
+            events.close()

@@ -229,6 +229,30 @@ def test_a_check_the_model_judges_wrong_and_keeps_is_dropped(tmp_path):
     assert "x y" not in outcome.tool.tests and outcome.tool.test_names == ["test_1", "test_2"]
 
 
+def test_a_disowned_check_goes_even_when_its_expected_value_was_changed(tmp_path):
+    """The model says its expected value was wrong but writes another wrong one: with the function
+    unchanged, the check on that call is dropped (it would fail again); at least one check remains."""
+    wrong_check = {**GOOD, "tests": ["word_count('a b c') == 3", "word_count('x y') == 3"]}
+    still_wrong = {**GOOD, "tests": ["word_count('a b c') == 3", "word_count('x y') == 4"]}
+    forge, server = scripted_forge(tmp_path, [wrong_check, revised(still_wrong, "It has 4.", CHECKS_WRONG)])
+    try:
+        outcome = forge.forge("count words")
+    finally:
+        server.__exit__()
+    assert outcome.ok and len(outcome.attempts) == 2
+    assert outcome.attempts[1]["repairs"][0].startswith("dropped the check `word_count('x y') == 4`")
+    assert outcome.tool.test_names == ["test_1"]
+    # a single check is never dropped: the tool must keep a passing test
+    only = {**GOOD, "tests": ["word_count('x y') == 3", "word_count('x y') == 3"]}
+    forge, server = scripted_forge(tmp_path / "b", [only, revised(only, "x", CHECKS_WRONG),
+                                                    revised(only, "x", CHECKS_WRONG)])
+    try:
+        outcome = forge.forge("count words")
+    finally:
+        server.__exit__()
+    assert not outcome.ok and all("returned 2" in a["error"] for a in outcome.attempts)
+
+
 def test_a_disowned_check_stays_when_the_function_changed(tmp_path):
     wrong_check = {**GOOD, "tests": ["word_count('a b c') == 3", "word_count('x y') == 3"]}
     changed = {**wrong_check, "code": SPLITTING["code"]}

@@ -6,9 +6,13 @@ refused (checks.prepare_tool), every refusal says exactly what to change (the ru
 failed assert with what the call returned against what the test expected; the exception and the
 tool line that raised it), and a retry shows the model its previous answer so that it edits it.
 A sandbox that breaks (not the tool) ends the request as a failed outcome; it never escapes.
+A Stop (the `cancel` event) ends a forge or a tool call as `cancelled`, which is not a tool failure:
+the model call and the sandbox run in progress are stopped and nothing is fed back to the model.
 """
 
 from __future__ import annotations
+
+import ast
 
 import json
 import logging
@@ -26,7 +30,7 @@ from a4ps.forge.checks import ToolCheckError, assert_expression, check_tool, pre
 from a4ps.forge.harness import HarnessReport, describe_failure, run_in_sandbox
 from a4ps.forge.registry import BROKEN, OK, Tool, ToolRegistry
 from a4ps.models import ModelError, ModelManager
-from a4ps.models.types import Sampling
+from a4ps.models.types import ModelCancelled, Sampling
 from a4ps.protos import ProtoManager
 from a4ps.sandbox import SandboxFailure, SandboxUnavailable, SecureCodeExecutor
 
@@ -37,6 +41,7 @@ FORGING_PERSONA = "BRICK"
 # by nature; the schema's bounds are what stop a loop).
 FORGE_TEMPERATURE, FORGE_TOP_P, FORGE_REPEAT_PENALTY = 0.2, 0.9, 1.05
 MAX_FAILURES_SHOWN = 3
+CANCELLED = "cancelled"
 # The sandbox itself broke (not the guest): a stuck runtime control command raises TimeoutExpired.
 SANDBOX_ERRORS = (SandboxFailure, subprocess.TimeoutExpired, OSError)
 
@@ -57,9 +62,12 @@ class ForgeOutcome:
     tool: Tool | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     error: str = ""
+    cancelled: bool = False  # stopped by a Stop: not a failure of the tool or the model
 
     @property
     def summary(self) -> str:
+        if self.cancelled:
+            return f"forging '{self.spec[:80]}' was cancelled after {len(self.attempts)} attempt(s)"
         if self.ok and self.tool:
             version = f" (version {self.tool.version})" if self.tool.version > 1 else ""
             return (f"tool {self.tool.signature}{version} created after {len(self.attempts)} attempt(s); "
@@ -76,9 +84,12 @@ class ToolCallOutcome:
     error: str = ""
     output: str = ""
     execution: dict[str, Any] = field(default_factory=dict)
+    cancelled: bool = False  # stopped by a Stop: the tool neither failed nor answered
 
     @property
     def summary(self) -> str:
+        if self.cancelled:
+            return f"{self.name}({self.arguments}) was cancelled"
         if self.ok:
             return f"{self.name}({self.arguments}) returned {str(self.value)[:300]}"
         return f"{self.name}({self.arguments}) failed: {self.error}"
@@ -136,18 +147,29 @@ def _same_tool(answer: dict, previous: tuple[dict, str] | None) -> bool:
     return previous is not None and (answer["code"], answer["tests"]) == (previous[0]["code"], previous[0]["tests"])
 
 
+def _checked_call(check: str) -> str:
+    """The call a check makes: the left side of `call == expected`, else the whole expression."""
+    expression = assert_expression(check)
+    try:
+        node = ast.parse(expression, mode="eval").body
+    except SyntaxError:
+        return expression
+    return ast.unparse(node.left) if isinstance(node, ast.Compare) and len(node.ops) == 1 else ast.unparse(node)
+
+
 def _drop_disowned_checks(answer: dict, previous: tuple[dict, str] | None, failed_checks: dict[str, str]) -> list[str]:
-    """Apply the model's verdict that its expected values were wrong: a check that failed last time and
-    comes back unchanged, with the function unchanged, would fail again; it is dropped (the rest still
-    have to pass). Returns what was dropped, for the attempt's record."""
+    """Apply the model's verdict that its expected values were wrong: with the function unchanged, a
+    check on a call that failed last time would fail again, whatever new value it now expects (a
+    model that misjudged a value by hand usually misjudges it again); it is dropped, and the rest still
+    have to pass. Returns what was dropped, for the attempt's record."""
     if previous is None or answer.get("verdict") != schemas.CHECKS_WRONG or answer["code"] != previous[0]["code"]:
         return []
     kept, dropped = [], []
     for check in answer["tests"]:
-        expression = assert_expression(check)
-        if expression in failed_checks:
-            dropped.append(f"dropped the check `{expression}` the model judged wrong (the function returns "
-                           f"{failed_checks[expression]})")
+        call = _checked_call(check)
+        if call in failed_checks and len(answer["tests"]) - len(dropped) > 1:
+            dropped.append(f"dropped the check `{assert_expression(check)}` the model judged wrong (the function "
+                           f"returns {failed_checks[call]})")
         else:
             kept.append(check)
     answer["tests"] = kept
@@ -174,15 +196,15 @@ class ToolForge:
     def usable_tools(self) -> list[dict[str, Any]]:
         return self.runner.usable_tools()
 
-    def call(self, name: str, arguments: Any) -> "ToolCallOutcome":
-        return self.runner.call(name, arguments)
+    def call(self, name: str, arguments: Any, *, cancel: threading.Event | None = None) -> "ToolCallOutcome":
+        return self.runner.call(name, arguments, cancel=cancel)
 
     def revalidate_all(self) -> dict[str, str]:
         return self.runner.revalidate_all()
 
     # --- forging ---------------------------------------------------------------------------------
-    def _ask(self, spec: str, previous: tuple[dict, str] | None,
-             on_token: Callable[[str], None] | None) -> tuple[dict, str]:
+    def _ask(self, spec: str, previous: tuple[dict, str] | None, on_token: Callable[[str], None] | None,
+             cancel: threading.Event | None) -> tuple[dict, str]:
         """One schema-constrained answer. After a failure the model sees its own previous answer and
         what was wrong with it (only the last one, so the context stays small)."""
         proto = self._protos.get(FORGING_PERSONA)
@@ -196,7 +218,7 @@ class ToolForge:
         result = self._models.chat(
             messages, model=proto.model, schema=schema, on_token=on_token, stream_field="code",
             sampling=Sampling(min(proto.temperature, FORGE_TEMPERATURE), FORGE_TOP_P, self._max_tokens,
-                              FORGE_REPEAT_PENALTY))
+                              FORGE_REPEAT_PENALTY, should_stop=cancel.is_set if cancel is not None else None))
         self._protos.record_call(FORGING_PERSONA, result.completion_tokens)
         return result.data or {}, proto.model
 
@@ -205,21 +227,24 @@ class ToolForge:
         """Up to max_retries attempts; each failure (schema, AST, tests) is fed back into the next.
 
         A tool whose name is already registered becomes that tool's next version, and only once its
-        tests pass; until then the registered version stays in use.
+        tests pass; until then the registered version stays in use. Once `cancel` is set the model call
+        or sandbox run in progress is stopped and the outcome is `cancelled` (not a failed tool).
         """
         outcome = ForgeOutcome(ok=False, spec=spec)
         previous: tuple[dict, str] | None = None
-        failed_checks: dict[str, str] = {}  # assert expression -> what the call returned, in the last test run
+        failed_checks: dict[str, str] = {}  # the call of a failed check -> what it returned, in the last test run
         with self._lock:
             for attempt in range(1, self._max_retries + 1):
                 if cancel is not None and cancel.is_set():
-                    outcome.error = "cancelled"
-                    return outcome
+                    return _cancelled(outcome)
                 record: dict[str, Any] = {"attempt": attempt}
                 outcome.attempts.append(record)
                 started = time.perf_counter()
                 try:
-                    answer, model = self._ask(spec, previous, on_token)
+                    answer, model = self._ask(spec, previous, on_token, cancel)
+                except ModelCancelled:
+                    record["error"] = CANCELLED
+                    return _cancelled(outcome)
                 except ModelError as exc:
                     record["error"] = outcome.error = f"no valid tool answer: {exc}"
                     record["seconds"] = round(time.perf_counter() - started, 2)
@@ -243,7 +268,7 @@ class ToolForge:
                     continue
                 try:
                     report = run_in_sandbox(self._executor, checked.name, prepared.code, tests=prepared.tests,
-                                            test_names=checked.test_names)
+                                            test_names=checked.test_names, cancel=cancel)
                 except SandboxUnavailable as exc:
                     record["error"] = outcome.error = f"sandbox unavailable: {exc}"
                     return outcome  # without a sandbox no tool can ever be validated
@@ -251,6 +276,10 @@ class ToolForge:
                     log.warning("sandbox failed while testing a forged tool: %s", _sandbox_error(exc))
                     record["error"] = outcome.error = f"the sandbox failed while testing the tool: {_sandbox_error(exc)}"
                     return outcome
+                if report.cancelled:  # a Stop, not a verdict on the tool: nothing goes back to the model
+                    record["error"] = CANCELLED
+                    record["seconds"] = round(time.perf_counter() - started, 2)
+                    return _cancelled(outcome)
                 validation = _validation_record(report)
                 record["validation"] = validation
                 record["seconds"] = round(time.perf_counter() - started, 2)
@@ -258,7 +287,7 @@ class ToolForge:
                     problem = failure_feedback(report)
                     record["error"] = outcome.error = problem
                     failures = (report.data or {}).get("failed", [])
-                    failed_checks = {assert_expression(f["line"]): f["got"] for f in failures
+                    failed_checks = {_checked_call(f["line"]): f["got"] for f in failures
                                      if f.get("line", "").startswith("assert ") and "got" in f and "expected" in f}
                     previous = (answer, _retry_request(problem, failures, repeated))
                     continue
@@ -280,6 +309,12 @@ class ToolForge:
         return outcome
 
 
+def _cancelled(outcome: ForgeOutcome) -> ForgeOutcome:
+    outcome.ok, outcome.cancelled, outcome.error = False, True, CANCELLED
+    log.info("forge of %r cancelled", outcome.spec[:80])
+    return outcome
+
+
 class ToolRunner:
     """Runs registered tools and re-validates them; tool code only ever runs in the sandbox."""
 
@@ -293,21 +328,29 @@ class ToolRunner:
     def usable_tools(self) -> list[dict[str, Any]]:
         return [{"name": t.name, "signature": t.signature, "docstring": t.docstring} for t in self.registry.usable()]
 
-    def call(self, name: str, arguments: Any) -> ToolCallOutcome:
+    def call(self, name: str, arguments: Any, *, cancel: threading.Event | None = None) -> ToolCallOutcome:
         """Run a registered, passing tool once in the sandbox. Every failure, the sandbox's included,
-        is a failed outcome (for BRICK to read), never an exception."""
+        is a failed outcome (for BRICK to read), never an exception. Once `cancel` is set the run is
+        killed and the outcome is `cancelled`, which is no failure and not for BRICK to read."""
+        if cancel is not None and cancel.is_set():
+            return ToolCallOutcome(False, name, arguments if isinstance(arguments, dict) else {}, error=CANCELLED,
+                                   cancelled=True)
         if not isinstance(arguments, dict):
             return ToolCallOutcome(False, name, {}, error="arguments must be a JSON object")
         tool = self.registry.get(name)
         if tool is None or tool.status != OK:
             return ToolCallOutcome(False, name, arguments, error=f"no usable tool named {name!r}")
         try:
-            report = run_in_sandbox(self._executor, name, tool.source, arguments=arguments)
+            report = run_in_sandbox(self._executor, name, tool.source, arguments=arguments, cancel=cancel)
         except SandboxUnavailable as exc:
             return ToolCallOutcome(False, name, arguments, error=f"sandbox unavailable: {exc}")
         except SANDBOX_ERRORS as exc:
             log.warning("sandbox failed while calling tool %s: %s", name, _sandbox_error(exc))
             return ToolCallOutcome(False, name, arguments, error=f"the sandbox failed (not the tool): {_sandbox_error(exc)}")
+        if report.cancelled:
+            log.info("call of tool %s cancelled after %.0f ms", name, report.execution.wall_ms)
+            return ToolCallOutcome(False, name, arguments, error=CANCELLED, execution=report.execution.to_dict(),
+                                   cancelled=True)
         data = report.data or {}
         error = data.get("error") or report.problem
         if error and data.get("tool_line"):

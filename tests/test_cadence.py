@@ -242,3 +242,32 @@ def test_the_cli_pauses_inquires_shows_approves_and_reverts(tmp_path):
             missing = a4ps("codex", "revert", "77", env=env, timeout=60)
             assert missing.returncode == 1 and "not_found" in missing.stderr
             events.close()
+
+
+def test_persistent_dissonance_starts_an_inquiry_by_itself(tmp_path):
+    """autonomy.inquiry_after tasks ending in high_cognitive_dissonance within a day queue an inquiry
+    (source cadence, self-set) whose proposal is published with trigger `dissonance`."""
+    script = SocietyScript()
+    script.push("proposal", NEW_PROMPT)
+
+    def responder(model, messages, fmt):
+        if isinstance(fmt, dict) and "verdict" in fmt.get("properties", {}):
+            return json.dumps({"verdict": "opposed"})
+        return script(model, messages, fmt)
+
+    config = write_config(tmp_path / "config", settings={**settings(), "cadence.preview_tasks": 0,
+                                                         "autonomy.inquiry_after": 2})
+    with OllamaStandIn(models=MODELS, responder=responder) as server:
+        with BackendProcess(tmp_path / "data", config, extra_env={"OLLAMA_HOST": server.host}) as backend:
+            events = backend.subscribe()
+            assert run_task(backend, events)["status"] == "done"
+            assert next_event(events, "codex_proposal", 3) is None, "one dissonant task is not enough"
+            assert run_task(backend, events, "Name one colour.")["status"] == "done"
+            published = next_event(events, "codex_proposal", 30)
+            assert published is not None and published["trigger"] == "dissonance"
+            inquiry = next(t for t in backend.request("get_state")["state"]["tasks"] if t["kind"] == "inquiry")
+            assert inquiry["source"] == "cadence" and inquiry["priority"] == 1 and inquiry["status"] == "done"
+            peak = float(published["summary"].split("peak dissonance ")[1].split(",")[0])
+            assert peak > 0.45, "the history holds the dissonant dialogues (above graph.convergence_threshold)"
+            events.close()
+    assert backend.output().count("high-dissonance tasks within a day; asking for an inquiry") == 1

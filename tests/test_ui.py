@@ -12,6 +12,7 @@ from tests.support.ui_harness import (ProtocolPeer, UnitTestTouch, drag, open_mo
                                      wait_stable, wait_until, wheel)
 from tests.support.backend import BackendProcess
 from tests.support.config import write_config
+from a4ps.cadence.proposals import history_digest
 from a4ps.ui.approval_dialog import ApprovalDialog
 from a4ps.ui.dialogue_log import MessageEntry, NoteEntry
 from a4ps.ui.inspector import ProtoInspector, ToolInspector
@@ -236,16 +237,17 @@ def test_tool_created_event_makes_a_tool_morph_that_shows_its_source(workspace):
 
 
 def proposal_event(pid: str, entries: int = 24) -> dict:
-    return {"topic": "codex_proposal", "seq": 99, "time": time.time(), "proposal_id": pid,
+    """A proposal map as `get_proposal` returns it (the fields the dialog reads)."""
+    history = [f"Task {i}: BRICK and ROBIN disagreed about tone; dissonance 0.8{i % 10}. " * 3 for i in range(entries)]
+    return {"proposal_id": pid,
             "diff": "--- codex.toml\n+++ codex.toml\n@@ principle 2 @@\n-Be brief.\n+Be brief, but never curt.\n",
-            "history": [f"Task {i}: BRICK and ROBIN disagreed about tone; dissonance 0.8{i % 10}. " * 3
-                        for i in range(entries)],
+            "history": history, "history_digest": history_digest(history),
             "consequences": "Answers get slightly longer; ROBIN's dissonance should drop.",
             "justification": "Persistent dissonance over curt answers."}
 
 
 def test_approval_dialog_keeps_approve_disabled_until_the_history_is_read(workspace, tmp_path):
-    workspace.handle_event("codex_proposal", proposal_event("p-1"))
+    workspace.open_approval(proposal_event("p-1"))
     dialog = workspace.approvals["p-1"]
     assert isinstance(dialog, ApprovalDialog) and dialog in open_modals()
     wait_until(lambda: dialog.history_body.height > dialog.history_scroll.height > 0, 10, "the history laid out")
@@ -294,7 +296,8 @@ def test_decisions_reach_the_backend_with_the_proof_of_reading(tmp_path):
             peer.set_reply("decide_proposal", {"ok": True, "status": "recorded"})
             tap(dialog.approve_button)
             wait_until(lambda: dialog not in open_modals(), 10, "the dialog to close")
-            approval = {"cmd": "decide_proposal", "proposal_id": "p-7", "decision": "approve", "history_read": True}
+            approval = {"cmd": "decide_proposal", "proposal_id": "p-7", "decision": "approve",
+                        "history_digest": proposal_event("p-7")["history_digest"]}
             assert peer.commands("decide_proposal") == [approval, approval]
 
             unread = ws.open_approval(proposal_event("p-8"))
@@ -302,7 +305,7 @@ def test_decisions_reach_the_backend_with_the_proof_of_reading(tmp_path):
             tap(unread.reject_button)
             wait_until(lambda: unread not in open_modals(), 10, "the rejected dialog to close")
             assert peer.commands("decide_proposal")[-1] == {
-                "cmd": "decide_proposal", "proposal_id": "p-8", "decision": "reject", "history_read": False}
+                "cmd": "decide_proposal", "proposal_id": "p-8", "decision": "reject"}
             assert any(isinstance(e, NoteEntry) and "rejected" in e.text for e in ws.dialogue.body.children)
     finally:
         peer.close()
@@ -382,9 +385,10 @@ def test_malformed_events_change_nothing_and_break_nothing(workspace):
                          ("token", {"persona": "BRICK", "text": "x"}), ("utterance", {"text": "x"}),
                          ("dissonance", {"task_id": "t", "turn": "one", "value": "high"}),
                          ("tool_created", {"tool": ["word_count"]}), ("state", {"snapshot": None}),
-                         ("unknown_topic", {"anything": 1})]:
+                         ("goal", {"goal": 5}), ("codex_changed", {"version": "three"}),
+                         ("proposal_decided", {"proposal_id": ["p"]}), ("unknown_topic", {"anything": 1})]:
         workspace.handle_event(topic, event)
-    workspace.handle_event("codex_proposal", {"diff": "x"})
+    workspace.open_approval({"diff": "x"})  # a proposal map without an id
     assert workspace.morph_canvas.protos == protos and workspace.morph_canvas.tools == tools
     assert set(protos) == {"ALFRED", "BRICK", "ROBIN"}
     assert workspace.plot.values.get("t") is None
@@ -428,3 +432,102 @@ def test_status_bar_follows_the_backend_going_away_and_coming_back(tmp_path):
                        "the reconnection and its snapshot")
             assert ws.status_bar.provider == "embedded"
         wait_until(lambda: ws.status_bar.connected is False, 15, "offline after the backend stopped")
+
+
+def test_the_ui_fetches_proposals_reopens_them_marks_goals_and_switches_autonomy(tmp_path):
+    """A `codex_proposal` event makes the window fetch the proposal (`get_proposal`: the history shown is
+    the one fetched); a proposal decided elsewhere closes; a snapshot that still holds a pending proposal
+    (after a reconnect) reopens it; self-set goals are marked in the log; the autonomy cell is a switch;
+    the codex version is shown."""
+    fetched = proposal_event("p-9", entries=3)
+    snapshot = {"provider": "ollama", "provider_reason": "test", "protos": [], "tasks": [], "current_task": None,
+                "tools": [], "image": {}, "codex_version": 4, "proposal": None,
+                "autonomy": {"state": "running", "reason": "sets a goal", "goals_this_hour": 0, "budget": 2}}
+    peer = ProtocolPeer({"ping": {"ok": True, "pong": True, "provider": "ollama", "pid": 1, "time": 0.0},
+                         "get_state": {"ok": True, "state": snapshot},
+                         "get_proposal": {"ok": True, "proposal": fetched},
+                         "set_autonomy": {"ok": True, "autonomy": {"state": "paused", "reason": "paused by the user"}}})
+    settings = ui_settings(write_config(tmp_path / "config"), tmp_path / "ui-data", peer.pub_addr, peer.rep_addr)
+    try:
+        with running_workspace(settings) as ws:
+            peer.wait_subscribed()
+            wait_until(lambda: ws.snapshots == 1, 10, "the first snapshot")
+            assert ws.status_bar.codex_version == 4 and "v4" in ws.status_bar.codex_label.text
+            assert ws.status_bar.autonomy == "running" and not ws.status_bar.autonomy_label.disabled
+            wait_stable(lambda: tuple(ws.status_bar.autonomy_label.pos), 10, "the status bar laid out")
+
+            tap(ws.status_bar.autonomy_label)
+            wait_until(lambda: ws.status_bar.autonomy == "paused", 10, "the pause")
+            assert peer.commands("set_autonomy")[-1]["state"] == "paused"
+            peer.set_reply("set_autonomy", {"ok": True, "autonomy": {"state": "running", "reason": "sets a goal"}})
+            tap(ws.status_bar.autonomy_label)
+            wait_until(lambda: ws.status_bar.autonomy == "running", 10, "the resume")
+            assert [c["state"] for c in peer.commands("set_autonomy")] == ["paused", "running"]
+
+            now = time.time()
+            peer.publish("goal", {"seq": 1, "time": now, "goal": "Compare two ways to sort words.",
+                                  "why": "Sorting came up.", "trigger": "idle", "task_id": "g1"})
+            wait_until(lambda: any(isinstance(e, NoteEntry) and e.text == "Self-set goal (idle): Compare two ways to "
+                                   "sort words. — why: Sorting came up." for e in ws.dialogue.body.children),
+                       10, "the goal in the log")
+            peer.publish("task", {"seq": 2, "time": now, "task_id": "g1", "text": "Compare two ways to sort words.",
+                                  "status": "queued", "source": "motivator", "priority": 1,
+                                  "details": {"why": "Sorting came up.", "trigger": "idle"}})
+            wait_until(lambda: "g1" in ws.dialogue.headers, 10, "the goal's task")
+            header = ws.dialogue.headers["g1"].text
+            assert "SELF-SET GOAL" in header and "why: Sorting came up." in header
+
+            peer.publish("codex_proposal", {"seq": 3, "time": now, "proposal_id": "p-9"})
+            wait_until(lambda: "p-9" in ws.approvals, 10, "the dialog on the fetched proposal")
+            dialog = ws.approvals["p-9"]
+            assert dialog.proposal["history"] == fetched["history"] and len(peer.commands("get_proposal")) == 1
+            peer.publish("proposal_decided", {"seq": 4, "time": now, "proposal_id": "p-9", "decision": "reject",
+                                              "reason": "", "new_version": None})
+            wait_until(lambda: "p-9" not in ws.approvals and dialog not in open_modals(), 10, "the dialog closed")
+
+            peer.set_reply("get_state", {"ok": True, "state": {**snapshot, "proposal": {"proposal_id": "p-9"}}})
+            peer.publish("log", {"seq": 7, "time": now, "level": "INFO", "logger": "t", "message": "after a gap"})
+            wait_until(lambda: ws.snapshots == 2, 10, "the resync snapshot")
+            wait_until(lambda: "p-9" in ws.approvals, 10, "the pending proposal reopened")
+            assert len(peer.commands("get_proposal")) == 2
+    finally:
+        peer.close()
+
+
+def test_the_approval_dialog_end_to_end_over_the_socket(tmp_path):
+    """A real backend (scripted model: the Ollama stand-in): an inquiry's proposal opens the dialog with
+    the history `get_proposal` gave, Approve sends its digest, the backend writes codex version + 1."""
+    import tomllib
+
+    from tests.support.ollama_standin import OllamaStandIn
+    from tests.support.society_script import MODELS, SocietyScript
+    from tests.test_cadence import NEW_PROMPT
+
+    script = SocietyScript()
+    script.push("proposal", NEW_PROMPT)
+    config = write_config(tmp_path / "config", settings={"graph.max_turns": 1, "autonomy.idle_after_s": 3600.0,
+                                                         "cadence.preview_tasks": 0})
+    before = tomllib.loads((config / "codex.toml").read_text())
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        with BackendProcess(tmp_path / "data", config, extra_env={"OLLAMA_HOST": server.host}) as backend:
+            settings = ui_settings(config, tmp_path / "ui-data", backend.pub_addr, backend.rep_addr)
+            with running_workspace(settings, backend.token_file) as ws:
+                wait_until(lambda: ws.snapshots > 0, 30, "the join snapshot")
+                assert ws.status_bar.codex_version == before["version"]
+                assert backend.request("request_inquiry", topic="ROBIN's replies")["ok"]
+                wait_until(lambda: ws.approvals, 60, "the ApprovalDialog")
+                dialog = next(iter(ws.approvals.values()))
+                proposal = backend.request("get_proposal")["proposal"]
+                assert dialog.proposal_id == proposal["proposal_id"] and dialog.proposal["history"] == proposal["history"]
+                wait_stable(lambda: tuple(dialog.approve_button.pos), 10, "the dialog opened")
+                for _ in range(200):
+                    if not dialog.approve_button.disabled:
+                        break
+                    wheel(dialog.history_scroll, "scrollup")
+                tap(dialog.approve_button)
+                wait_until(lambda: dialog not in open_modals(), 30, "the dialog to close on approval")
+                wait_until(lambda: ws.status_bar.codex_version == before["version"] + 1, 10, "the new codex version")
+                assert backend.request("get_proposal")["proposal"] is None
+    after = tomllib.loads((config / "codex.toml").read_text())
+    assert after["version"] == before["version"] + 1
+    assert next(p for p in after["persona"] if p["name"] == "ROBIN")["system_prompt"] == NEW_PROMPT["value"]

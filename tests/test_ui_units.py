@@ -53,9 +53,10 @@ def test_a_refused_save_reports_false_instead_of_raising(tmp_path):
 
 
 def test_proposal_fields_are_typed_and_an_id_is_required():
-    parsed = parse_proposal({"proposal_id": 12, "diff": "+a", "history": ["one", 2], "consequences": None})
+    parsed = parse_proposal({"proposal_id": 12, "diff": "+a", "history": ["one", 2], "consequences": None,
+                             "history_digest": "ab" * 32})
     assert parsed == {"proposal_id": 12, "diff": "+a", "history": ["one", "2"], "consequences": "",
-                      "justification": ""}
+                      "justification": "", "history_digest": "ab" * 32}
     assert parse_proposal({"proposal_id": "x", "history": "single entry"})["history"] == ["single entry"]
     for bad in ({}, {"proposal_id": ""}, {"proposal_id": True}, {"proposal_id": [1]}):
         with pytest.raises(ValueError):

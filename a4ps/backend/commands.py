@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from a4ps.backend.guard import CommandGuard
 from a4ps.backend.server import RequestError
-from a4ps.cadence import GateError
+from a4ps.cadence import CodexFileError, GateError
 from a4ps.protos import ImageSaveError
 from a4ps.protos.proto import ProtoEditError
 
@@ -164,7 +164,10 @@ class CommandTable:
         return {"proposal_id": proposal.proposal_id, "status": proposal.status, "new_version": proposal.new_version}
 
     def codex_history(self, request: dict) -> dict:
-        return {"versions": self._backend.gate.history(), "current": self._backend.codex_file.read()[1].version}
+        try:
+            return {"versions": self._backend.gate.history(), "current": self._backend.codex_file.read()[1].version}
+        except CodexFileError as exc:
+            raise RequestError("invalid_value", str(exc)) from None
 
     def revert_codex(self, request: dict) -> dict:
         version = _field(request, "version", int)

@@ -1,7 +1,9 @@
 """ApprovalDialog: the human gate for a codex amendment (diff, legislative history, consequences).
 
-Approve stays disabled until the legislative history has been scrolled to its end (or fits on
-screen whole); the decision goes to the backend as `decide_proposal` with `history_read`.
+The proposal shown is the one `get_proposal` returned (history included). Approve stays disabled
+until the legislative history has been scrolled to its end (or fits on screen whole); an approval
+goes to the backend as `decide_proposal` with the proposal's `history_digest`, which the backend
+demands as proof that the history was fetched.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def parse_proposal(event: dict) -> dict:
         "history": [str(item) for item in history],
         "consequences": str(event.get("consequences") or ""),
         "justification": str(event.get("justification") or ""),
+        "history_digest": str(event.get("history_digest") or ""),
     }
 
 
@@ -169,6 +172,11 @@ class ApprovalDialog(ModalView):
         else:
             self.hint.text = "Scroll the legislative history to its end to enable Approve."
             self.hint.color = theme.WARN
+
+    @property
+    def sending(self) -> bool:
+        """A decision was sent and its reply has not come back."""
+        return self._sending
 
     def decide(self, decision: str) -> None:
         """Send "approve" (only once the history was read) or "reject"."""

@@ -16,6 +16,7 @@ from a4ps.ui.widgets import WrappedLabel
 NODE_LABELS = {"alfred_plan": "plan", "brick": "thesis", "robin": "antithesis", "tool_forge": "tool forge",
                "alfred_synthesize": "synthesis"}
 FINISHED = {"done", "failed", "cancelled"}
+SELF_SET = 1  # a task's priority when the society set it itself (docs/protocol.md)
 # Oldest entries are dropped past this many, so a long session does not exhaust GPU memory.
 MAX_ENTRIES = 800
 STICK_TOLERANCE = 0.02
@@ -97,14 +98,19 @@ class TaskHeader(_Entry):
         colour = theme.task_status_hex(status)
         self._bar_colour.rgba = theme.hex_rgba(colour)
         meta = [f"task {self.task_id[:8]}", str(task.get("source") or "user"), _short_time(task.get("created_at"))]
+        details = task.get("details") if isinstance(task.get("details"), dict) else {}
+        self_set = task.get("priority") == SELF_SET
         turns = task.get("turns")
         if status in FINISHED and isinstance(turns, int) and turns:
             meta.append(f"{turns} turn{'s' if turns != 1 else ''}")
         text = str(task.get("text") or "(task text not received yet)")
-        self.text = (f"[size={int(sp(theme.FONT_SMALL))}][color={theme.MUTED_HEX}]"
+        mark = f"[b][color={theme.WARN_HEX}]SELF-SET GOAL[/color][/b]   " if self_set else ""
+        why = f"\n[color={theme.MUTED_HEX}]why: {escape_markup(str(details['why']))}[/color]" \
+            if self_set and details.get("why") else ""
+        self.text = (f"[size={int(sp(theme.FONT_SMALL))}]{mark}[color={theme.MUTED_HEX}]"
                      f"{escape_markup('  ·  '.join(m for m in meta if m))}[/color]   "
                      f"[b][color={colour}]{escape_markup(status.upper())}[/color][/b][/size]\n"
-                     f"[b]{escape_markup(text)}[/b]")
+                     f"[b]{escape_markup(text)}[/b]{why}")
 
 
 class NoteEntry(_Entry):

@@ -52,7 +52,8 @@ class Workspace(BoxLayout):
         self.approvals: dict[object, ApprovalDialog] = {}
         self.snapshots = 0
 
-        self.status_bar = StatusBar(settings.zmq.rep_addr)
+        self.status_bar = StatusBar(settings.zmq.rep_addr, on_toggle_autonomy=self.set_autonomy)
+        self._fetching_proposal = False
         self.morph_canvas = MorphCanvas(MorphPositions.in_data_dir(settings.data_dir),
                                         on_proto_context=self.open_inspector, on_tool_tap=self.open_tool)
         self.plot = DissonancePlot(threshold=settings.graph.convergence_threshold)
@@ -86,7 +87,11 @@ class Workspace(BoxLayout):
             "tool_request": self._on_tool_request,
             "tool_created": self._on_tool_created,
             "log": self._on_log,
-            "codex_proposal": self.open_approval,
+            "codex_proposal": lambda event: self.fetch_proposal(),
+            "proposal_decided": self._on_proposal_decided,
+            "codex_changed": self._on_codex_changed,
+            "autonomy": self.status_bar.set_autonomy,
+            "goal": self._on_goal,
         }
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -111,6 +116,10 @@ class Workspace(BoxLayout):
         self.status_bar.set_provider(str(snapshot.get("provider") or ""))
         autonomy = snapshot.get("autonomy")
         self.status_bar.set_autonomy(autonomy if isinstance(autonomy, dict) else {})
+        self.status_bar.set_codex_version(snapshot.get("codex_version"))
+        pending = snapshot.get("proposal")
+        if isinstance(pending, dict) and pending.get("proposal_id") not in self.approvals:
+            self.fetch_proposal()  # a proposal still awaits a decision (after a reconnect, a restart)
         for proto in snapshot.get("protos") or []:
             self._show_proto(proto)
         for tool in snapshot.get("tools") or []:
@@ -177,6 +186,39 @@ class Workspace(BoxLayout):
         tool = event.get("tool")
         if self._show_tool(tool):
             self.dialogue.add_note(f"New tool: {tool.get('signature') or tool['name']}", theme.TOOL_HEX)
+
+    def _on_goal(self, event: dict) -> None:
+        goal, why = event.get("goal"), str(event.get("why") or "").strip()
+        if isinstance(goal, str) and goal.strip():
+            goal = goal.strip()
+            trigger = str(event.get("trigger") or "idle")
+            self.dialogue.add_note(f"Self-set goal ({trigger}): {goal[:300]}" + (f" — why: {why[:300]}" if why else ""),
+                                   theme.WARN_HEX)
+
+    def _on_codex_changed(self, event: dict) -> None:
+        if not isinstance(event.get("version"), int):
+            return
+        self.status_bar.set_codex_version(event.get("version"))
+        self.dialogue.add_note(f"Codex version {event.get('version')} ({event.get('by')}): "
+                               f"{str(event.get('why') or '')[:300]}", theme.GOOD_HEX)
+
+    def _on_proposal_decided(self, event: dict) -> None:
+        """Decided elsewhere (the CLI, another window): close the dialog that still shows it."""
+        proposal_id = event.get("proposal_id")
+        dialog = self.approvals.get(proposal_id) if isinstance(proposal_id, (str, int)) else None
+        if dialog is not None and not dialog.sending:
+            dialog.dismiss()
+            self.dialogue.add_note(f"Codex amendment {event.get('decision')}d elsewhere.", theme.MUTED_HEX)
+
+    def set_autonomy(self, state: str) -> None:
+        """The status bar's switch: pause or resume the society's self-set goals."""
+        self.bridge.request("set_autonomy", self._autonomy_set, state=state)
+
+    def _autonomy_set(self, reply: dict) -> None:
+        if reply.get("ok") and isinstance(reply.get("autonomy"), dict):
+            self.status_bar.set_autonomy(reply["autonomy"])
+        else:
+            self.dialogue.add_note(f"Autonomy not changed: {reply.get('error', 'unknown error')}", theme.BAD_HEX)
 
     def _on_log(self, event: dict) -> None:
         level = str(event.get("level") or "INFO")
@@ -264,8 +306,21 @@ class Workspace(BoxLayout):
         view.open()
         return view
 
+    def fetch_proposal(self) -> None:
+        """Fetch the pending proposal, its whole history included, and open the ApprovalDialog on it."""
+        if not self._fetching_proposal:
+            self._fetching_proposal = True
+            self.bridge.request("get_proposal", self._on_proposal_reply)
+
+    def _on_proposal_reply(self, reply: dict) -> None:
+        self._fetching_proposal = False
+        if not reply.get("ok"):
+            self.dialogue.add_note(f"The codex proposal could not be fetched: {reply.get('error')}", theme.BAD_HEX)
+        elif isinstance(reply.get("proposal"), dict):
+            self.open_approval(reply["proposal"])
+
     def open_approval(self, event: dict) -> ApprovalDialog | None:
-        """A `codex_proposal` event: open the ApprovalDialog (once per proposal)."""
+        """Open the ApprovalDialog on a proposal map (as `get_proposal` returns it), once per proposal."""
         try:
             proposal = parse_proposal(event)
         except ValueError as exc:
@@ -284,9 +339,11 @@ class Workspace(BoxLayout):
 
     def decide_proposal(self, proposal_id: object, decision: str) -> None:
         dialog = self.approvals.get(proposal_id)
-        history_read = bool(dialog.history_read) if dialog is not None else False
+        proof = {}
+        if decision == "approve" and dialog is not None and dialog.history_read:
+            proof = {"history_digest": dialog.proposal["history_digest"]}  # the backend demands it
         self.bridge.request("decide_proposal", lambda reply: self._decided(proposal_id, decision, reply),
-                            proposal_id=proposal_id, decision=decision, history_read=history_read)
+                            proposal_id=proposal_id, decision=decision, **proof)
 
     def _decided(self, proposal_id: object, decision: str, reply: dict) -> None:
         dialog = self.approvals.get(proposal_id)

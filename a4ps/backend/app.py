@@ -10,14 +10,23 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from a4ps.autonomy import AutonomyLedger, CuriosityTrial, GoalWriter, Motivator, RepeatFilter, ToolMissing
+from a4ps.autonomy.curiosity import CuriosityTrial, ToolMissing
+from a4ps.autonomy.goals import GoalWriter
+from a4ps.autonomy.ledger import AutonomyLedger
+from a4ps.autonomy.motivator import Motivator
+from a4ps.autonomy.novelty import RepeatFilter
 from a4ps.backend.commands import CommandTable
 from a4ps.backend.compose import build_checkpointer, build_forge, build_memory, build_models
 from a4ps.backend.guard import CommandGuard, ensure_control_token
 from a4ps.backend.server import ZmqServer
 from a4ps.backend.supervisor import Supervisor
 from a4ps.backend.tasks import CANCELLED, CURIOSITY, DONE, FAILED, INQUIRY, RUNNING, Task, TaskQueue
-from a4ps.cadence import Cadence, CodexFile, CodexGate, ImpactPreview, InquiryFailed, LegislativeRecord, ProposalStore
+from a4ps.cadence.codex_file import CodexFile
+from a4ps.cadence.gate import CodexGate
+from a4ps.cadence.history import LegislativeRecord
+from a4ps.cadence.inquiry import Cadence, InquiryFailed
+from a4ps.cadence.preview import ImpactPreview
+from a4ps.cadence.proposals import ProposalStore
 from a4ps.client import control_token_path
 from a4ps.config import Codex, Settings
 from a4ps.config.loader import codex_path

@@ -6,7 +6,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from a4ps.backend.guard import CommandGuard
 from a4ps.backend.server import RequestError
-from a4ps.cadence import CodexFileError, GateError
+from a4ps.cadence.codex_file import CodexFileError
+from a4ps.cadence.gate import GateError
 from a4ps.protos import ImageSaveError
 from a4ps.protos.proto import ProtoEditError
 

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 from a4ps.config.loader import project_root
 from a4ps.protos import LivingImage
@@ -64,15 +65,72 @@ def test_sigterm_during_a_task_requeues_it_and_exits_0(tmp_path):
     assert state["protos"]["overrides"]["BRICK"]["temperature"]["value"] == 0.11  # live edits persist
 
 
-def test_cancel_running_task(tmp_path):
+def wait_for_token(events, task_id: str, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        item = events.poll_event(left)
+        if item and item[0] == "token" and item[1].get("task_id") == task_id:
+            return item[1]
+    raise TimeoutError(f"no token of {task_id} in {timeout_s} s")
+
+
+def test_cancel_while_the_embedded_model_writes_stops_the_task(tmp_path):
+    """Stop at the task's first streamed token: no task can end `done` from there (the rest of the
+    plan, BRICK, ROBIN and the synthesis are still to be written), so it must end `cancelled`."""
     config = write_config(tmp_path / "config", settings={"graph.max_turns": 3})
     with BackendProcess(tmp_path / "data", config) as backend:
         events = backend.subscribe()
         task_id = backend.request("submit_task", text="Explain gravity.")["task_id"]
-        wait_for_task(events, task_id, {"running"}, 30)
-        assert backend.request("cancel_task", task_id=task_id)["status"] in ("cancelling", "cancelled", "done")
-        final = wait_for_task(events, task_id, {"cancelled", "done"}, 60)
-        assert final["status"] == "cancelled" or final["result"]
+        wait_for_token(events, task_id, 120)
+        stopped = time.monotonic()
+        assert backend.request("cancel_task", task_id=task_id)["status"] == "cancelling"
+        final = wait_for_task(events, task_id, {"cancelled", "done", "failed"}, 30)
+        ended = time.monotonic() - stopped
+        events.close()
+    assert final["status"] == "cancelled", final
+    assert ended < 3.0, ended  # 1 s to stop the model, the rest is the event's way back
+
+
+def test_cancel_while_ollama_has_not_answered_stops_the_task_and_closes_the_request(tmp_path):
+    """Deterministic Stop: the Ollama stand-in holds the task's first token for 60 s, so the task can
+    only end by the cancel, and the provider must close its HTTP request rather than wait it out."""
+    import json
+
+    from tests.support.ollama_standin import OllamaStandIn
+
+    def responder(model, messages, fmt):
+        if fmt is not None:
+            return json.dumps({"form": "prose", "items": 0, "list_marker": "1."} if "form" in fmt["properties"]
+                              else {"verdict": "aligned"})
+        return "An answer."
+
+    config = write_config(tmp_path / "config", settings={"graph.max_turns": 1})
+    with OllamaStandIn(models=["llama3.2:3b", "phi3:mini", "gemma2:2b"], responder=responder) as server:
+        backend = BackendProcess(tmp_path / "data", config, extra_env={"OLLAMA_HOST": server.host})
+        with backend:
+            assert backend.request("ping")["provider"] == "ollama"
+            deadline = time.monotonic() + 60  # the warm-up call (before the first task) answers at once
+            while "model ready" not in backend.output() and "warm-up failed" not in backend.output():
+                assert time.monotonic() < deadline, backend.output()
+                time.sleep(0.05)
+            server.first_token_delay_s = 60
+            chats_before = len(server.chats_started)
+            events = backend.subscribe()
+            task_id = backend.request("submit_task", text="What should I wear in the rain?")["task_id"]
+            wait_for_task(events, task_id, {"running"}, 30)
+            deadline = time.monotonic() + 30
+            while len(server.chats_started) == chats_before:  # the task's first model request arrived
+                assert time.monotonic() < deadline, "the task never asked the model"
+                time.sleep(0.01)
+            time.sleep(0.5)  # the stand-in is now holding back the first token
+            stopped = time.monotonic()
+            assert backend.request("cancel_task", task_id=task_id)["status"] == "cancelling"
+            final = wait_for_task(events, task_id, {"cancelled", "done", "failed"}, 30)
+            ended = time.monotonic() - stopped
+            events.close()
+            assert final["status"] == "cancelled", final
+            assert ended < 2.0, ended
+            assert server.disconnects and server.disconnects[0] - stopped < 1.0  # the stream was closed
 
 
 def test_ask_end_to_end_on_the_embedded_model(tmp_path):

@@ -426,7 +426,7 @@ class FailingSandbox:
     def select_backend(self) -> str:
         return self.backend_name
 
-    def run_python(self, source, *, files=None, stdin=None, timeout_s=None):
+    def run_python(self, source, *, files=None, stdin=None, timeout_s=None, cancel=None):
         self.runs += 1
         raise self.error
 
@@ -482,6 +482,99 @@ def test_a_broken_sandbox_ends_the_forge_as_a_failed_outcome(tmp_path, error):
     assert not outcome.ok and len(outcome.attempts) == 1 and sandbox.runs == 1
     assert outcome.error.startswith("the sandbox failed while testing the tool: ")
     assert forge.registry.all() == [] and "no tool for 'count words'" in outcome.summary
+
+
+# --- Stop: a cancelled forge or tool call is stopped in the sandbox and is no tool failure ------------
+
+# A tool that never returns (a runaway loop; the forge allows no sleeping import), as a Stop finds it.
+SLOW = {**GOOD, "name": "slow_echo", "docstring": "Echo the text after a long count.",
+        "code": 'def slow_echo(text: str) -> str:\n    """Echo the text after a long count."""\n    total = 0\n'
+                '    while total >= 0:\n        total += 1\n    return text\n',
+        "tests": ["slow_echo('a') == 'a'", "slow_echo('') == ''"]}
+
+
+def test_a_stop_kills_a_running_tool_call_and_the_tool_stays_usable(tmp_path):
+    import threading
+    import time
+
+    settings = settings_for(tmp_path)
+    registry = build_registry(settings)
+    registry.save(Tool(name="slow_echo", docstring="d", signature="slow_echo(text)", spec="s", source=SLOW["code"],
+                       tests="def test_1():\n    assert slow_echo('a') == 'a'\n", test_names=["test_1"], model="m"))
+    runner = ToolRunner(build_runner(settings).executor, registry)
+    runner.executor.select_backend()  # the probe run is not what is timed
+    cancel, stopped = threading.Event(), []
+
+    def stop() -> None:
+        stopped.append(time.monotonic())
+        cancel.set()
+
+    threading.Timer(2.0, stop).start()
+    outcome = runner.call("slow_echo", {"text": "hi"}, cancel=cancel)
+    returned = time.monotonic()
+    assert stopped and outcome.cancelled and not outcome.ok and outcome.error == "cancelled"
+    assert outcome.execution["kill_reason"] == "cancelled" and outcome.summary.endswith("was cancelled")
+    assert returned - stopped[0] < 1.0, returned - stopped[0]  # the tool never returns
+    assert registry.get("slow_echo").status == OK  # a stop says nothing about the tool
+    assert runner.call("slow_echo", {"text": "hi"}, cancel=cancel).cancelled  # stopped before it starts
+
+
+def test_a_stop_during_the_forge_test_run_ends_the_forge_cancelled_without_a_retry(tmp_path):
+    """The model's answer is tested in the sandbox; a Stop there kills the run, and the forge neither
+    feeds the kill back to the model as a failure nor asks it again."""
+    import threading
+    import time
+
+    cancel, stopped = threading.Event(), []
+
+    def stop() -> None:
+        stopped.append(time.monotonic())
+        cancel.set()
+
+    def answer(messages):
+        threading.Timer(3.0, stop).start()  # well after the answer, while its tests run (they never end)
+        return SLOW
+
+    forge, server = scripted_forge(tmp_path, [answer, GOOD])
+    try:
+        forge.runner.executor.select_backend()
+        started = time.monotonic()
+        outcome = forge.forge("echo a text slowly", cancel=cancel)
+        returned = time.monotonic()
+    finally:
+        server.__exit__()
+    assert stopped and outcome.cancelled and not outcome.ok and outcome.error == "cancelled"
+    assert len(outcome.attempts) == 1 and outcome.attempts[0]["error"] == "cancelled"
+    assert "validation" not in outcome.attempts[0]  # no verdict on the tool was recorded
+    assert len([r for r in server.requests if r[0] == "/api/chat"]) == 1  # the model was not asked again
+    assert forge.registry.all() == [] and "was cancelled" in outcome.summary
+    assert returned - stopped[0] < 1.0, returned - stopped[0]
+    assert started < stopped[0]
+
+
+def test_a_stop_while_the_model_writes_the_tool_ends_the_forge_cancelled(tmp_path):
+    """The forge's model call is stopped too (here while Ollama has not answered yet)."""
+    import threading
+    import time
+
+    cancel, stopped = threading.Event(), []
+
+    def stop() -> None:
+        stopped.append(time.monotonic())
+        cancel.set()
+
+    forge, server = scripted_forge(tmp_path, [GOOD])
+    server.first_token_delay_s = 60
+    try:
+        threading.Timer(1.0, stop).start()
+        outcome = forge.forge("count the words in a text", cancel=cancel)
+        returned = time.monotonic()
+    finally:
+        server.__exit__()
+    assert outcome.cancelled and len(outcome.attempts) == 1 and outcome.attempts[0]["error"] == "cancelled"
+    assert returned - stopped[0] < 1.0, returned - stopped[0]
+    assert server.disconnects  # the model's request was closed, not left running
+    assert forge.registry.all() == []
 
 
 # --- hidden cases (the benchmark's and the capable-model test's check) --------------------------------

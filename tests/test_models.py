@@ -223,3 +223,140 @@ def test_a_stop_during_the_prompt_aborts_the_embedded_call_and_the_next_call_wor
         assert result.text.strip()
     finally:
         provider.unload()
+
+
+# --- Stop: a cancelled call ends within a second, whatever phase the provider is in ------------------
+def _chat_in_thread(manager, sampling, on_token=None, schema=ANSWER):
+    """Start manager.chat on a thread; returns (thread, outcome) where outcome gets 'error'/'result'
+    and 'ended' (monotonic time the call returned or raised)."""
+    import threading
+    import time
+
+    outcome: dict = {}
+
+    def call():
+        try:
+            outcome["result"] = manager.chat(MESSAGES, model="m", schema=schema, sampling=sampling,
+                                             on_token=on_token, stream_field="answer" if on_token else None)
+        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = exc
+        outcome["ended"] = time.monotonic()
+
+    thread = threading.Thread(target=call, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def _wait_until(condition, timeout_s: float, what: str) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_a_stop_before_ollama_first_token_closes_the_stream_within_a_second():
+    """Ollama may load a model or read a long prompt for a long time before it sends anything: the
+    stand-in holds its first token for 60 s. A stop must end the call and the HTTP connection fast."""
+    import threading
+    import time
+
+    from a4ps.models.types import ModelCancelled
+
+    stop = threading.Event()
+    with OllamaStandIn(models=["m"], responder=lambda *a: json.dumps({"answer": "late"}),
+                       first_token_delay_s=60) as server:
+        manager = ModelManager(OllamaProvider(ollama_config(server.host).ollama))
+        thread, outcome = _chat_in_thread(manager, Sampling(0.3, 0.9, 50, should_stop=stop.is_set))
+        _wait_until(lambda: server.chats_started, 10, "the chat request to reach the stand-in")
+        time.sleep(0.3)  # well inside the 60 s wait for the first token
+        stopped_at = time.monotonic()
+        stop.set()
+        thread.join(5)
+        assert not thread.is_alive(), "the call did not return after the stop"
+        assert isinstance(outcome.get("error"), ModelCancelled), outcome
+        assert "before its first token" in str(outcome["error"])
+        assert outcome["ended"] - stopped_at < 1.0, outcome["ended"] - stopped_at
+        _wait_until(lambda: server.disconnects, 2, "the stand-in to see the connection closed")
+        assert server.disconnects[0] - stopped_at < 1.0  # the HTTP stream was closed, not abandoned
+        # the provider still works afterwards
+        server.first_token_delay_s = 0
+        assert manager.chat(MESSAGES, model="m", schema=ANSWER).data == {"answer": "late"}
+
+
+def test_a_stop_between_ollama_chunks_closes_the_stream_within_a_second():
+    import threading
+    import time
+
+    from a4ps.models.types import ModelCancelled
+
+    stop, shown = threading.Event(), []
+    long_answer = json.dumps({"answer": "a slow and careful answer " * 20})
+    with OllamaStandIn(models=["m"], responder=lambda *a: long_answer, chunk_delay_s=0.5) as server:
+        manager = ModelManager(OllamaProvider(ollama_config(server.host).ollama))
+        thread, outcome = _chat_in_thread(manager, Sampling(0.3, 0.9, 500, should_stop=stop.is_set),
+                                          on_token=shown.append)
+        _wait_until(lambda: shown, 20, "the first streamed token")
+        stopped_at = time.monotonic()
+        stop.set()
+        thread.join(5)
+        assert not thread.is_alive() and isinstance(outcome.get("error"), ModelCancelled), outcome
+        assert outcome["ended"] - stopped_at < 1.0, outcome["ended"] - stopped_at
+        _wait_until(lambda: server.disconnects, 2, "the stand-in to see the connection closed")
+        assert server.disconnects[0] - stopped_at < 1.0
+        assert len("".join(shown)) < 100  # it stopped early, not at the end of the answer
+        assert len([r for r in server.requests if r[0] == "/api/chat"]) == 1  # and was not asked again
+
+
+class _CountingProvider:
+    """Streams numbered pieces of a JSON answer; says how many it streamed before it was stopped."""
+
+    name = "counting"
+
+    def __init__(self, pieces: int):
+        self.pieces, self.streamed = pieces, 0
+
+    def chat(self, model, messages, schema, sampling, on_token):
+        from a4ps.models.types import ChatResult
+
+        text = ""
+        for index in range(self.pieces):
+            piece = '{"answer": "' if index == 0 else ("x" if index < self.pieces - 1 else '"}')
+            self.streamed += 1
+            if on_token is not None:
+                on_token(piece)
+            text += piece
+        return ChatResult(text=text, model=model)
+
+    def unload(self, model=None):
+        pass
+
+    def describe(self):
+        return "counting"
+
+
+@pytest.mark.parametrize("on_token", [None, "collect"])
+def test_the_manager_stops_on_the_raw_piece_after_the_stop_even_when_nothing_is_shown(on_token):
+    """The stop is asked on every raw piece the provider streams, not only on the pieces of the
+    field that is shown (or when someone listens at all)."""
+    from a4ps.models.types import ModelCancelled
+
+    provider = _CountingProvider(pieces=100)
+    shown: list[str] = []
+    manager = ModelManager(provider, json_retries=2)
+    stop_after = 5
+    with pytest.raises(ModelCancelled):
+        manager.chat(MESSAGES, model="m", schema=ANSWER, stream_field="answer",
+                     on_token=shown.append if on_token else None,
+                     sampling=Sampling(should_stop=lambda: provider.streamed > stop_after))
+    assert provider.streamed == stop_after + 1
+
+
+def test_a_stop_set_before_the_call_asks_no_model():
+    from a4ps.models.types import ModelCancelled
+
+    provider = _CountingProvider(pieces=10)
+    with pytest.raises(ModelCancelled):
+        ModelManager(provider).chat(MESSAGES, model="m", sampling=Sampling(should_stop=lambda: True))
+    assert provider.streamed == 0

@@ -136,6 +136,28 @@ def test_timeout_must_be_positive(executors):
         executor.run_python("print(1)", timeout_s=0)
 
 
+def test_bounded_run_kills_on_cancel_and_says_so():
+    """run_bounded (under every backend's host process) looks at the cancel event while it waits:
+    the backend's kill runs once, soon after the event is set, and the outcome says `cancelled`."""
+    cancel, kills = threading.Event(), []
+    threading.Timer(0.3, cancel.set).start()
+    started = time.monotonic()
+    outcome = bounded_process.run_bounded(
+        [shutil.which("sleep") or "/bin/sleep", "60"], timeout_s=60, output_limit=1024,
+        kill=lambda proc: kills.append(proc.pid), env={}, cancel=cancel)
+    assert outcome.kill_reason == KillReason.CANCELLED and len(kills) == 1
+    assert outcome.returncode == -9  # the backstop SIGKILLed the host process (this kill only recorded)
+    assert time.monotonic() - started < 0.3 + 0.5
+
+
+def test_bounded_run_that_ends_first_is_not_killed():
+    cancel, kills = threading.Event(), []
+    outcome = bounded_process.run_bounded([shutil.which("true") or "/bin/true"], timeout_s=10, output_limit=1024,
+                                          kill=lambda proc: kills.append(proc.pid), env={}, cancel=cancel)
+    cancel.set()
+    assert outcome.kill_reason is None and outcome.returncode == 0 and kills == []
+
+
 def test_no_backend_means_refusal_not_a_plain_subprocess(tmp_path, sandbox_settings, monkeypatch):
     no_docker_engine(monkeypatch)
     monkeypatch.setattr(runsc_backend, "find_binary", lambda name: None)

@@ -306,6 +306,55 @@ def test_setsid_daemon_does_not_survive_a_timeout(sandbox):
     assert run_leftovers(sandbox, result, since, marker) == []
 
 
+# Time a guest is given to be running before it is stopped (docker's first start can take seconds).
+GUEST_START_S = {"docker": 8.0, "runsc": 3.0, "bwrap": 2.0}
+
+
+def test_a_stop_kills_the_run_and_what_it_started_within_a_second(sandbox):
+    """A Stop of the task: the cancel event kills the whole sandbox (a setsid daemon included), the
+    run says `cancelled`, and run_python returns about a second after the event was set."""
+    marker = f"a4ps-stopped-{secrets.token_hex(6)}"
+    cancel, done = threading.Event(), {}
+    since = time.time()
+
+    def go() -> None:
+        done["result"] = run(sandbox, f"""
+            import os, time
+            if os.fork() == 0:
+                os.setsid()
+                os.execv("/usr/bin/python3", ["python3", "-c", "import time; time.sleep(120)", {marker!r}])
+            print("up", flush=True)
+            time.sleep(120)
+        """, timeout_s=120, cancel=cancel)
+        done["returned"] = time.monotonic()
+
+    worker = threading.Thread(target=go, daemon=True)
+    worker.start()
+    time.sleep(GUEST_START_S[sandbox.backend_name])
+    stopped = time.monotonic()
+    cancel.set()
+    worker.join(30)
+    assert not worker.is_alive(), "run_python did not return after the stop"
+    result = done["result"]
+    assert result.cancelled and result.killed and result.kill_reason == KillReason.CANCELLED, result.to_dict()
+    assert not result.ok and result.exit_code != 0
+    assert result.stdout == "up\n", result.to_dict()  # the guest was running when it was stopped
+    assert done["returned"] - stopped < 1.0, f"returned {done['returned'] - stopped:.2f} s after the stop"
+    assert run_leftovers(sandbox, result, since, marker) == []
+
+
+def test_a_run_stopped_before_it_starts_never_starts(sandbox, tmp_path):
+    cancel = threading.Event()
+    cancel.set()
+    since = time.time()
+    result = run(sandbox, "print('never')", cancel=cancel)
+    assert result.cancelled and result.kill_reason == KillReason.CANCELLED and result.wall_ms == 0.0
+    assert result.exit_code is None and result.stdout == "" and result.backend == sandbox.backend_name
+    if sandbox.backend_name == "docker":
+        engine = docker_engine.client()
+        assert docker_engine.run_container_ids(engine, result.run_id, since) == set()
+
+
 def test_setsid_daemon_does_not_outlive_a_normal_exit(sandbox):
     marker = f"a4ps-daemon-{secrets.token_hex(6)}"
     since = time.time()

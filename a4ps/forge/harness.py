@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,8 +151,15 @@ class HarnessReport:
     execution: ExecutionResult
 
     @property
+    def cancelled(self) -> bool:
+        """Its caller stopped the run (a Stop): it says nothing about the tool, and is no tool failure."""
+        return self.execution.cancelled
+
+    @property
     def problem(self) -> str:
-        """Empty when the driver reported; else why not (timeout, memory, crash)."""
+        """Empty when the driver reported; else why not (timeout, memory, crash, cancelled)."""
+        if self.cancelled:
+            return "the run was cancelled"
         if self.data is not None:
             return ""
         ex = self.execution
@@ -183,11 +191,12 @@ def describe_failure(failure: dict[str, Any]) -> str:
 
 def run_in_sandbox(executor: SecureCodeExecutor, name: str, code: str, *, tests: str = "",
                    test_names: tuple[str, ...] = (), arguments: dict | None = None, args: list | None = None,
-                   timeout_s: float | None = None) -> HarnessReport:
+                   timeout_s: float | None = None, cancel: threading.Event | None = None) -> HarnessReport:
     """mode 'test' when test_names are given, else one call with positional `args` and keyword `arguments`.
 
     Raises what the executor raises when the sandbox itself fails (SandboxUnavailable, SandboxFailure,
-    subprocess.TimeoutExpired from a stuck runtime); the guest's own failures are in the report.
+    subprocess.TimeoutExpired from a stuck runtime); the guest's own failures are in the report. Once
+    `cancel` is set the run is killed and the report is `cancelled` (its data, if any, is not to be used).
     """
     nonce = secrets.token_hex(16)
     request = {"nonce": nonce, "name": name, "mode": "test" if test_names else "call",
@@ -195,8 +204,11 @@ def run_in_sandbox(executor: SecureCodeExecutor, name: str, code: str, *, tests:
     files = {TOOL_FILE: code}
     if test_names:
         files[TESTS_FILE] = tests
-    execution = executor.run_python(DRIVER, files=files, stdin=json.dumps(request).encode(), timeout_s=timeout_s)
+    execution = executor.run_python(DRIVER, files=files, stdin=json.dumps(request).encode(), timeout_s=timeout_s,
+                                    cancel=cancel)
     data = None
+    if execution.cancelled:
+        return HarnessReport(None, execution)
     for line in reversed(execution.stdout.splitlines()):
         if line.startswith(nonce + " "):
             try:
@@ -233,7 +245,7 @@ class CaseResult:
 
 
 def run_cases(executor: SecureCodeExecutor, name: str, code: str, cases: list[tuple[list, Any]],
-              timeout_s: float | None = None) -> list[CaseResult]:
+              timeout_s: float | None = None, cancel: threading.Event | None = None) -> list[CaseResult]:
     """Call the tool once per (positional args, expected) case, each in its own sandbox run.
 
     For checks the tool's author never saw (a benchmark's or a test's hidden cases); sandbox
@@ -242,7 +254,7 @@ def run_cases(executor: SecureCodeExecutor, name: str, code: str, cases: list[tu
     results = []
     for args, expected in cases:
         expected = json.loads(json.dumps(expected))
-        report = run_in_sandbox(executor, name, code, args=list(args), timeout_s=timeout_s)
+        report = run_in_sandbox(executor, name, code, args=list(args), timeout_s=timeout_s, cancel=cancel)
         data = report.data or {}
         error = data.get("error") or report.problem
         if error and data.get("tool_line"):

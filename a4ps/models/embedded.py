@@ -144,6 +144,8 @@ class EmbeddedProvider:
                         pieces.append(piece)
                         if on_token is not None:
                             on_token(piece)  # may raise to cancel: the stream is closed below
+            except ModelCancelled:  # raised by the token callback on a stop (a RuntimeError too)
+                raise
             except ValueError as exc:  # e.g. prompt longer than the context window
                 raise ModelError(f"embedded model refused the request: {exc}") from exc
             except RuntimeError as exc:

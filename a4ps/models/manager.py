@@ -14,7 +14,8 @@ from a4ps.config.schema import Models
 from a4ps.models.embedded import EmbeddedProvider
 from a4ps.models.ollama_provider import OllamaProvider, probe
 from a4ps.models.structured import FieldStreamer, parse_and_validate
-from a4ps.models.types import ChatResult, ModelError, Sampling, StructuredOutputError, TokenCallback
+from a4ps.models.types import (ChatResult, ModelCancelled, ModelError, Sampling, StructuredOutputError,
+                               TokenCallback)
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,19 @@ def _field_tokens(field: str, on_token: TokenCallback) -> TokenCallback:
     return callback
 
 
+def _stoppable(on_token: TokenCallback | None, should_stop: Callable[[], bool]) -> TokenCallback:
+    """A token callback that asks should_stop on every raw piece the provider streams (also the pieces
+    of JSON around a streamed field, and when the caller shows nothing) and aborts with ModelCancelled."""
+
+    def callback(piece: str) -> None:
+        if should_stop():
+            raise ModelCancelled("stopped while the answer was streaming")
+        if on_token is not None:
+            on_token(piece)
+
+    return callback
+
+
 class ModelManager:
     """chat (optionally schema-constrained and streamed), embed, unload — whatever the provider."""
 
@@ -94,7 +108,9 @@ class ModelManager:
         """Ask the model. With `schema`, the result's `data` is a validated object.
 
         on_token receives generated text; with stream_field it receives only the decoded text of
-        that top-level string field (what a person should read), not the JSON around it.
+        that top-level string field (what a person should read), not the JSON around it. With
+        sampling.should_stop, a stop aborts the call with ModelCancelled: it is asked on every raw
+        piece, before every re-ask, and by the provider while it waits (prefill, first token).
         """
         sampling = sampling or Sampling()
         history = list(messages)
@@ -104,6 +120,11 @@ class ModelManager:
             callback = on_token
             if on_token is not None and stream_field and schema:
                 callback = _field_tokens(stream_field, on_token)  # a fresh decoder per attempt
+            if sampling.should_stop is not None:
+                if sampling.should_stop():
+                    raise ModelCancelled("stopped before the model was asked" if attempt == 1
+                                         else "stopped before the model was asked again")
+                callback = _stoppable(callback, sampling.should_stop)
 
             result = self.provider.chat(model, history, schema, sampling, callback)
             total_seconds += result.seconds

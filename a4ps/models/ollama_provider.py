@@ -2,23 +2,35 @@
 
 Sequential residency for small GPUs: before a model is used, every other resident model is
 unloaded (keep_alive=0), and the model in use is kept for `keep_alive`.
+
+A chat streams on the async client in a short-lived event loop, so that a Stop can end it at any
+moment: `Sampling.should_stop` is asked every STOP_POLL_S while the answer is awaited (Ollama may
+load a model or read a long prompt for many seconds before its first token) and after every chunk;
+once it says stop, the request is cancelled, which closes its HTTP connection (Ollama then stops
+generating), and the call raises ModelCancelled.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
+from typing import Any, Callable, Coroutine, TypeVar
 
 import httpx
 import ollama
 
 from a4ps.config.schema import OllamaModel
-from a4ps.models.types import ChatResult, ModelError, Sampling, TokenCallback
+from a4ps.models.types import ChatResult, ModelCancelled, ModelError, Sampling, TokenCallback
 
 log = logging.getLogger(__name__)
 
 _ERRORS = (ollama.ResponseError, httpx.HTTPError, ConnectionError, OSError)
+# How often a streaming chat asks Sampling.should_stop while it waits for Ollama.
+STOP_POLL_S = 0.05
+T = TypeVar("T")
 
 
 def probe(host: str | None, timeout_s: float) -> tuple[bool, list[str], str]:
@@ -40,6 +52,7 @@ class OllamaProvider:
     def __init__(self, config: OllamaModel):
         self._config = config
         self._client = ollama.Client(host=config.host or None, timeout=config.request_timeout_s)
+        self._tls = httpx.create_ssl_context()  # made once: each chat's async client would take ~30 ms
         self._lock = threading.RLock()
         self._resident: str | None = None
 
@@ -68,44 +81,63 @@ class OllamaProvider:
         sampling: Sampling,
         on_token: TokenCallback | None,
     ) -> ChatResult:
+        should_stop = sampling.should_stop
         with self._lock:
+            if should_stop is not None and should_stop():
+                raise ModelCancelled("stopped before the request was sent")
             self._make_resident(model)
             started = time.perf_counter()
-            pieces: list[str] = []
-            prompt_tokens = completion_tokens = 0
+            request = {
+                "model": model,
+                "messages": messages,
+                "format": schema,
+                "stream": True,
+                "keep_alive": self._config.keep_alive,
+                "options": {
+                    "temperature": sampling.temperature,
+                    "top_p": sampling.top_p,
+                    "num_predict": sampling.max_tokens,
+                    "repeat_penalty": sampling.repeat_penalty,
+                },
+            }
+            stream = _Stream(on_token, should_stop)
             try:
-                stream = self._client.chat(
-                    model=model,
-                    messages=messages,
-                    format=schema,
-                    stream=True,
-                    keep_alive=self._config.keep_alive,
-                    options={
-                        "temperature": sampling.temperature,
-                        "top_p": sampling.top_p,
-                        "num_predict": sampling.max_tokens,
-                        "repeat_penalty": sampling.repeat_penalty,
-                    },
-                )
-                for part in stream:
-                    piece = part.message.content if part.message else None
-                    if piece:
-                        pieces.append(piece)
-                        if on_token is not None:
-                            on_token(piece)
-                    if part.done:
-                        prompt_tokens = part.prompt_eval_count or 0
-                        completion_tokens = part.eval_count or 0
+                _run(self._stream_chat(request, stream))
             except _ERRORS as exc:
                 self._resident = None
                 raise ModelError(f"Ollama at {self.host}, model {model}: {exc}") from exc
             return ChatResult(
-                text="".join(pieces),
+                text="".join(stream.pieces),
                 model=model,
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens or len(pieces),
+                prompt_tokens=stream.prompt_tokens,
+                completion_tokens=stream.completion_tokens or len(stream.pieces),
                 seconds=time.perf_counter() - started,
             )
+
+    async def _stream_chat(self, request: dict[str, Any], stream: "_Stream") -> None:
+        """One streamed chat on a client of its own (an async client's connections belong to one
+        event loop); with should_stop, the stream runs as a task this coroutine cancels on a stop."""
+        client = ollama.AsyncClient(host=self.host, timeout=self._config.request_timeout_s, verify=self._tls)
+        try:
+            if stream.should_stop is None:
+                await stream.consume(client, request)
+                return
+            task = asyncio.ensure_future(stream.consume(client, request))
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=STOP_POLL_S)
+                if done:
+                    task.result()  # raises what the stream raised
+                    return
+                if stream.should_stop():
+                    task.cancel()  # closes the HTTP connection: Ollama stops working on it
+                    try:
+                        await task
+                    except (asyncio.CancelledError, Exception):  # noqa: BLE001 - stopping anyway
+                        pass
+                    raise ModelCancelled("stopped while waiting for Ollama"
+                                         + (" (before its first token)" if not stream.pieces else ""))
+        finally:
+            await client._client.aclose()
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         try:
@@ -130,3 +162,40 @@ class OllamaProvider:
 
     def describe(self) -> str:
         return f"Ollama at {self.host}"
+
+
+class _Stream:
+    """What one streamed chat has received so far (its text and the final token counts)."""
+
+    def __init__(self, on_token: TokenCallback | None, should_stop: Callable[[], bool] | None):
+        self.on_token, self.should_stop = on_token, should_stop
+        self.pieces: list[str] = []
+        self.prompt_tokens = self.completion_tokens = 0
+
+    async def consume(self, client: ollama.AsyncClient, request: dict[str, Any]) -> None:
+        parts = await client.chat(**request)
+        try:
+            async for part in parts:
+                piece = part.message.content if part.message else None
+                if piece:
+                    self.pieces.append(piece)
+                    if self.on_token is not None:
+                        self.on_token(piece)  # may raise to cancel: the stream is closed below
+                if part.done:
+                    self.prompt_tokens = part.prompt_eval_count or 0
+                    self.completion_tokens = part.eval_count or 0
+                elif self.should_stop is not None and self.should_stop():
+                    raise ModelCancelled("stopped while the answer was streaming")
+        finally:
+            await parts.aclose()
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to its end from synchronous code (on a helper thread if this one already runs
+    an event loop, which BAT OS's callers do not)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="ollama-chat") as pool:
+        return pool.submit(asyncio.run, coroutine).result()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,8 +91,11 @@ class SandboxBackend(ABC):
         """None when this backend can be tried here, otherwise why not (one line)."""
 
     @abstractmethod
-    def execute(self, run_id: str, paths: RunPaths, timeout_s: float) -> ExecutionResult:
-        """Run the staged guest in a fresh sandbox and always tear the sandbox down."""
+    def execute(self, run_id: str, paths: RunPaths, timeout_s: float,
+                cancel: threading.Event | None = None) -> ExecutionResult:
+        """Run the staged guest in a fresh sandbox and always tear the sandbox down. Once `cancel` is
+        set the sandbox is killed (within a fraction of a second) and the result's kill_reason is
+        KillReason.CANCELLED."""
 
     @abstractmethod
     def reap_stale(self, run_id: str) -> None:

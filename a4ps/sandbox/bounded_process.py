@@ -1,4 +1,4 @@
-"""Run a sandbox runtime's host process with a wall timeout and capped output pipes.
+"""Run a sandbox runtime's host process with a wall timeout, capped output pipes and a cancel event.
 
 Output is read through pipes on two threads (runsc writes at offset 0 when given a plain file, and a
 flooding guest must be stopped, not buffered). The caller supplies `kill`, which must end the whole
@@ -19,6 +19,8 @@ from a4ps.sandbox.execution_result import KillReason
 
 _READ_CHUNK = 65536
 _READER_JOIN_S = 5.0
+# How often a run with a cancel event looks at it while it waits for the runtime to exit.
+CANCEL_POLL_S = 0.05
 
 
 @dataclass
@@ -89,11 +91,13 @@ def run_bounded(
     env: dict[str, str] | None = None,
     pass_fds: Sequence[int] = (),
     cwd: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> BoundedOutcome:
     """Start argv in its own session, enforce timeout and output caps, and always reap it.
 
-    `kill(proc)` is invoked on timeout or output overflow and must not return before the sandbox
-    is dead or being torn down; the host process is also SIGKILLed as a backstop.
+    `kill(proc)` is invoked on timeout, output overflow or once `cancel` is set (looked at every
+    CANCEL_POLL_S) and must not return before the sandbox is dead or being torn down; the host
+    process is also SIGKILLed as a backstop.
     """
     started = time.monotonic()
     proc = subprocess.Popen(
@@ -115,10 +119,10 @@ def run_bounded(
     for reader in readers:
         reader.start()
     try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        killer(KillReason.TIMEOUT)
-        proc.wait()
+        reason = _wait(proc, timeout_s, cancel)
+        if reason is not None:
+            killer(reason)
+            proc.wait()
     except BaseException:
         killer(KillReason.INTERRUPTED)
         proc.wait()
@@ -139,6 +143,22 @@ def run_bounded(
         kill_reason=killer.reason,
         wall_ms=wall_ms,
     )
+
+
+def _wait(proc: subprocess.Popen, timeout_s: float, cancel: threading.Event | None) -> str | None:
+    """Wait for the runtime to exit: None when it did, else why it must be killed (timeout, cancelled)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if cancel is not None and cancel.is_set() and proc.poll() is None:
+            return KillReason.CANCELLED
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None if proc.poll() is not None else KillReason.TIMEOUT
+        try:
+            proc.wait(timeout=remaining if cancel is None else min(remaining, CANCEL_POLL_S))
+            return None
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _kill_with_backstop(proc: subprocess.Popen, kill: Callable[[subprocess.Popen], None]) -> None:

@@ -110,7 +110,8 @@ class BwrapBackend(SandboxBackend):
         cgroup = self._cgroup_note if self._cgroups else f"no cgroup: {self._cgroup_note}"
         return f"bwrap (seccomp, {cgroup})"
 
-    def execute(self, run_id: str, paths: RunPaths, timeout_s: float) -> ExecutionResult:
+    def execute(self, run_id: str, paths: RunPaths, timeout_s: float,
+                cancel: threading.Event | None = None) -> ExecutionResult:
         rootfs = self._rootfs.ensure()
         cgroup: RunCgroup | None = None
         host_uid = self._uids.acquire() if is_root() else None
@@ -153,6 +154,7 @@ class BwrapBackend(SandboxBackend):
                 env={},
                 pass_fds=opened,
                 cwd="/",
+                cancel=cancel,
             )
             if outcome.returncode == 125 and outcome.stderr.startswith(_JOIN_FAILED.encode()):
                 raise SandboxFailure(decode_output(outcome.stderr).strip())

@@ -3,8 +3,8 @@
 Used only when a Docker engine answers (DOCKER_HOST, as the docker CLI) and has the runsc runtime
 registered. The image is made from this host's Python (guest_image: no registry needed) when it is
 missing or stale. The engine must be local: the staged inputs are bind-mounted read-only from this
-host. Each run: create, attach, start, wait(timeout), kill on timeout or output overflow, and always
-force-remove the container, also when create or start fails half-way.
+host. Each run: create, attach, start, wait(timeout), kill on timeout, output overflow or cancel, and
+always force-remove the container, also when create or start fails half-way.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from a4ps.sandbox.backend_base import (
     SandboxBackend,
     decode_output,
 )
+from a4ps.sandbox.bounded_process import CANCEL_POLL_S
 from a4ps.sandbox.errors import SandboxFailure
 from a4ps.sandbox.execution_result import ExecutionResult, KillReason
 from a4ps.sandbox.guest_payload import GUEST_ARGV, GUEST_ENV, GUEST_INPUT_DIR, GUEST_SCRATCH_DIR
@@ -185,12 +186,13 @@ class DockerBackend(SandboxBackend):
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise SandboxFailure(f"docker rm -f {container_name(run_id)} failed: {exc}") from exc
 
-    def execute(self, run_id: str, paths: RunPaths, timeout_s: float) -> ExecutionResult:
+    def execute(self, run_id: str, paths: RunPaths, timeout_s: float,
+                cancel: threading.Event | None = None) -> ExecutionResult:
         import docker
         import requests
 
         try:
-            result = self._execute(run_id, paths, timeout_s)
+            result = self._execute(run_id, paths, timeout_s, cancel)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             self._remove_after_failure(run_id)
             raise SandboxFailure(f"docker run {run_id} failed: {exc}{self._start_hint(exc)}") from exc
@@ -237,10 +239,12 @@ class DockerBackend(SandboxBackend):
                     ' "runtimeArgs": ["--network=none"] in daemon.json, see .ci/dockerd.sh)')
         return ""
 
-    def _execute(self, run_id: str, paths: RunPaths, timeout_s: float) -> ExecutionResult:
+    def _execute(self, run_id: str, paths: RunPaths, timeout_s: float,
+                 cancel: threading.Event | None) -> ExecutionResult:
         """Create, attach, start; then one thread drains the output, one waits for the exit, and this
-        one enforces the deadline. The engine does not answer a kill while the attach stream is not
-        drained (measured: the kill request hangs), so killing is never left to the reader."""
+        one enforces the deadline and watches `cancel`. The engine does not answer a kill while the
+        attach stream is not drained (measured: the kill request hangs), so killing is never left to
+        the reader."""
         started = time.monotonic()
         container = self._client.containers.create(**self.container_kwargs(run_id, paths.stage_dir))
         limit = self.limits.output_limit
@@ -284,10 +288,12 @@ class DockerBackend(SandboxBackend):
         try:  # on any exception the caller force-removes the container, which kills it
             container.start()
             waiter.start()
-            woke = wake.wait(timeout_s)
+            woke = _wait_or_cancel(wake, timeout_s, cancel)
             if not exit_status:
                 if any(truncated.values()):
                     reason = KillReason.OUTPUT_LIMIT
+                elif cancel is not None and cancel.is_set():
+                    reason = KillReason.CANCELLED
                 elif not woke:
                     reason = KillReason.TIMEOUT
                 self._kill(container, run_id)  # also when the wait itself failed (raised below)
@@ -319,3 +325,17 @@ class DockerBackend(SandboxBackend):
             kill_reason=reason,
             wall_ms=(time.monotonic() - started) * 1000.0,
         )
+
+
+def _wait_or_cancel(wake: threading.Event, timeout_s: float, cancel: threading.Event | None) -> bool:
+    """Wait for `wake` up to timeout_s, or until `cancel` is set (looked at every CANCEL_POLL_S)."""
+    if cancel is None:
+        return wake.wait(timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while not cancel.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return wake.is_set()
+        if wake.wait(min(remaining, CANCEL_POLL_S)):
+            return True
+    return wake.is_set()

@@ -12,7 +12,8 @@ class KillReason:
     TIMEOUT = "timeout"
     MEMORY = "memory"
     OUTPUT_LIMIT = "output_limit"
-    INTERRUPTED = "interrupted"  # the host cancelled the run (e.g. KeyboardInterrupt)
+    INTERRUPTED = "interrupted"  # the host process was interrupted mid-run (e.g. KeyboardInterrupt)
+    CANCELLED = "cancelled"  # its caller asked it to stop (a Stop of the task it runs for)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,12 @@ class ExecutionResult:
     wall_ms: float
 
     @property
+    def cancelled(self) -> bool:
+        """True when its caller stopped the run (killed mid-run, or never started because the stop
+        came first): its outcome says nothing about the guest's code."""
+        return self.kill_reason == KillReason.CANCELLED
+
+    @property
     def ok(self) -> bool:
         """True when the guest exited 0 without the sandbox killing it."""
         return self.exit_code == 0 and not self.killed
@@ -44,3 +51,9 @@ class ExecutionResult:
         data = asdict(self)
         data["ok"] = self.ok
         return data
+
+    @classmethod
+    def cancelled_before_start(cls, backend: str, run_id: str) -> ExecutionResult:
+        """The record of a run whose stop was asked for before its sandbox was started."""
+        return cls(backend=backend, run_id=run_id, exit_code=None, stdout="", stderr="", stdout_truncated=False,
+                   stderr_truncated=False, killed=True, kill_reason=KillReason.CANCELLED, wall_ms=0.0)

@@ -154,18 +154,21 @@ class SecureCodeExecutor:
         files: dict[str, str] | None = None,
         stdin: bytes | None = None,
         timeout_s: float | None = None,
+        cancel: threading.Event | None = None,
     ) -> ExecutionResult:
         """Run `source` as __main__ in a fresh sandbox; `files` are placed beside it in the scratch dir.
 
-        Raises SandboxUnavailable when no backend can run here, ValueError for a bad file name,
-        SandboxFailure when the sandbox itself (not the guest) broke.
+        Once `cancel` is set (a Stop) the sandbox is killed within a fraction of a second and the
+        result is `cancelled` (kill_reason KillReason.CANCELLED); a run whose cancel is already set
+        is not started at all. Raises SandboxUnavailable when no backend can run here, ValueError for
+        a bad file name, SandboxFailure when the sandbox itself (not the guest) broke.
         """
         self.select_backend()
         assert self._selected is not None
         timeout = self._settings.timeout_s if timeout_s is None else timeout_s
         if timeout <= 0:
             raise ValueError("timeout_s must be positive")
-        return self._execute(self._selected, source, files, stdin, timeout)
+        return self._execute(self._selected, source, files, stdin, timeout, cancel)
 
     def _execute(
         self,
@@ -174,8 +177,12 @@ class SecureCodeExecutor:
         files: dict[str, str] | None,
         stdin: bytes | None,
         timeout_s: float,
+        cancel: threading.Event | None = None,
     ) -> ExecutionResult:
         run_id = uuid.uuid4().hex[:16]
+        if cancel is not None and cancel.is_set():
+            log.info("sandbox run %s (%s) not started: cancelled", run_id, backend.name)
+            return ExecutionResult.cancelled_before_start(backend.name, run_id)
         run_dir = self._work_dir / "runs" / run_id
         run_dir.parent.mkdir(parents=True, exist_ok=True)
         run_dir.mkdir(mode=0o755)
@@ -185,7 +192,7 @@ class SecureCodeExecutor:
             paths = RunPaths(run_dir=run_dir, stage_dir=run_dir / "input")
             stage_inputs(paths.stage_dir, source, files, stdin)
             try:
-                result = backend.execute(run_id, paths, timeout_s)
+                result = backend.execute(run_id, paths, timeout_s, cancel)
             except OSError as exc:
                 raise SandboxFailure(f"{backend.name} run {run_id} failed: {exc}") from exc
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,8 @@ class RunscBackend(SandboxBackend):
             check=False,
         )
 
-    def execute(self, run_id: str, paths: RunPaths, timeout_s: float) -> ExecutionResult:
+    def execute(self, run_id: str, paths: RunPaths, timeout_s: float,
+                cancel: threading.Event | None = None) -> ExecutionResult:
         assert self._cgroups is not None, "prerequisites() must pass first"
         rootfs = self._rootfs.ensure()
         container_id = f"a4ps-{run_id}"
@@ -163,6 +165,7 @@ class RunscBackend(SandboxBackend):
                 kill=kill,
                 env={"PATH": SYSTEM_PATH},
                 cwd=str(bundle),
+                cancel=cancel,
             )
             reason = outcome.kill_reason
             if reason is None and cgroup.oom_kills() > 0:

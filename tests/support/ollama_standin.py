@@ -4,6 +4,11 @@ It implements /api/version, /api/tags, /api/ps, /api/chat (NDJSON streaming), /a
 to unload with keep_alive=0) and /api/embed, with keep_alive residency. Answers come from a
 responder the test gives (model, messages, format) -> content, so routing can be scripted while the
 real `ollama` client is used unmodified.
+
+It can also be slow, as a real server is while it loads a model or reads a long prompt: a streamed
+chat may wait `first_token_delay_s` before its response starts (Ollama sends the headers with the
+first token) and `chunk_delay_s` between chunks. Meanwhile it watches its client: a chat whose client
+closed the connection is given up and recorded in `disconnects` (with the monotonic time it noticed).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import hashlib
 import json
 import math
 import re
+import select
+import socket
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -42,8 +49,13 @@ def _duration_seconds(keep_alive: Any) -> float | None:
 class OllamaStandIn:
     """Run with `with OllamaStandIn(models=[...], responder=...) as server:`; server.host is the URL."""
 
-    def __init__(self, models: list[str], responder: Responder | None = None, embed_dim: int = 16):
+    def __init__(self, models: list[str], responder: Responder | None = None, embed_dim: int = 16,
+                 first_token_delay_s: float = 0.0, chunk_delay_s: float = 0.0):
         self.models = list(models)
+        self.first_token_delay_s = first_token_delay_s
+        self.chunk_delay_s = chunk_delay_s
+        self.chats_started: list[float] = []  # monotonic time each streamed chat request arrived
+        self.disconnects: list[float] = []  # monotonic time a client was seen gone mid-chat
         self.responder = responder or (lambda model, messages, fmt: json.dumps({"answer": "ok"}))
         self.embed_dim = embed_dim
         self.loaded: dict[str, float | None] = {}  # model -> expiry (monotonic) or None = forever
@@ -166,6 +178,23 @@ class OllamaStandIn:
                 else:
                     self._json(404, {"error": f"unknown path {self.path}"})
 
+            def _client_gone(self, wait_s: float) -> bool:
+                """Wait up to wait_s; True (and recorded) as soon as the client closes its connection."""
+                deadline = time.monotonic() + wait_s
+                while True:
+                    remaining = deadline - time.monotonic()
+                    readable, _, _ = select.select([self.connection], [], [], max(0.0, min(remaining, 0.02)))
+                    if readable:
+                        try:
+                            gone = self.connection.recv(1, socket.MSG_PEEK) == b""
+                        except OSError:
+                            gone = True
+                        if gone:
+                            server.disconnects.append(time.monotonic())
+                            return True
+                    if remaining <= 0:
+                        return False
+
             def _chat(self, body: dict) -> None:
                 model = body["model"]
                 server._touch(model, body.get("keep_alive"))
@@ -179,16 +208,28 @@ class OllamaStandIn:
                     final["message"]["content"] = content
                     self._json(200, final)
                     return
+                server.chats_started.append(time.monotonic())
+                if server.first_token_delay_s and self._client_gone(server.first_token_delay_s):
+                    self.close_connection = True
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-ndjson")
                 self.send_header("Transfer-Encoding", "chunked")
                 self.end_headers()
                 lines = [{"model": model, "created_at": _now(), "message": {"role": "assistant", "content": p},
                           "done": False} for p in pieces] + [final]
-                for line in lines:
+                for index, line in enumerate(lines):
+                    if index and server.chunk_delay_s and self._client_gone(server.chunk_delay_s):
+                        self.close_connection = True
+                        return
                     raw = (json.dumps(line) + "\n").encode()
-                    self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
-                    self.wfile.flush()
+                    try:
+                        self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+                        self.wfile.flush()
+                    except OSError:  # the client went away while we wrote
+                        server.disconnects.append(time.monotonic())
+                        self.close_connection = True
+                        return
                 self.wfile.write(b"0\r\n\r\n")
 
         return Handler

@@ -22,13 +22,13 @@ GOAL_SCHEMA = {
     "type": "object",
     "properties": {
         "goal": {"type": "string", "minLength": 12, "maxLength": 300},
-        "why": {"type": "string", "minLength": 8, "maxLength": 300},
-        "builds_on": {"type": "string", "minLength": 1, "maxLength": 200},
+        "why": {"type": "string", "minLength": 8, "maxLength": 240},
+        "builds_on": {"type": "string", "minLength": 1, "maxLength": 120},
     },
     "required": ["goal", "why", "builds_on"],
     "additionalProperties": False,
 }
-GOAL_TOKENS = 256
+GOAL_TOKENS = 256  # the three fields (660 characters at most) close well within it
 
 
 class GoalRefused(Exception):

@@ -9,6 +9,7 @@ here, whatever the model, the prompt or the schema say.
 from __future__ import annotations
 
 import re
+import string
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,9 @@ NEW_PRINCIPLE = "principle.new"
 SET, ADD, REMOVE = "set", "add", "remove"
 MAX_VALUE_CHARS = 4000
 SHOWN_CHARS = 160
+# The proposal's JSON must close within the steward's answer length (his codex max_tokens, 400 by
+# default, at roughly 3-4 characters a token): the free-text fields are bounded to fit together.
+VALUE_CHARS, REASON_CHARS = 600, 200
 
 
 class AmendmentError(ValueError):
@@ -50,13 +54,13 @@ def targets(codex: Codex) -> list[str]:
 
 def proposal_schema(codex: Codex) -> dict[str, Any]:
     """The JSON ALFRED answers with; the enum keeps the target to real fields."""
-    text = {"type": "string", "minLength": 8, "maxLength": 600}
+    text = {"type": "string", "minLength": 8, "maxLength": REASON_CHARS}
     return {
         "type": "object",
         "properties": {
             "target": {"type": "string", "enum": targets(codex)},
             "operation": {"type": "string", "enum": [SET, ADD, REMOVE]},
-            "value": {"type": "string", "maxLength": 1500},
+            "value": {"type": "string", "maxLength": VALUE_CHARS},
             "principle_id": {"type": "string", "maxLength": 40},
             "justification": text,
             "expected_consequences": text,
@@ -132,6 +136,7 @@ def apply(codex: Codex, change: Change) -> Codex:
             persona = next(p for p in data["persona"] if p["name"] == name)
             persona[field] = _typed(change.value, PERSONA_FIELDS[field], change.target)
         else:
+            _same_fields(data["prompts"][rest], change.value, change.target)
             data["prompts"][rest] = change.value
     try:
         amended = Codex.model_validate(data)
@@ -143,6 +148,22 @@ def apply(codex: Codex, change: Change) -> Codex:
         raise AmendmentError(f"the change leaves {change.target} as it is")
     guard_consent(codex, amended)
     return amended
+
+
+def _fields(template: str, target: str) -> set[str]:
+    try:
+        return {name for _, name, _, _ in string.Formatter().parse(template) if name}
+    except ValueError as exc:
+        raise AmendmentError(f"{target} is not a valid template ({exc}); write literal braces as {{{{ }}}}") from None
+
+
+def _same_fields(old: str, new: str, target: str) -> None:
+    """A prompt template is filled by code: the new one must use exactly the {fields} the old one did."""
+    before, after = _fields(old, target), _fields(new, target)
+    if before != after:
+        missing, extra = sorted(before - after), sorted(after - before)
+        raise AmendmentError(f"{target} must keep the template fields {sorted(before)}"
+                             + (f"; missing {missing}" if missing else "") + (f"; unknown {extra}" if extra else ""))
 
 
 def guard_consent(before: Codex, after: Codex) -> None:

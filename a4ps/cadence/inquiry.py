@@ -28,7 +28,7 @@ from a4ps.graph.voice import Voices
 
 log = logging.getLogger(__name__)
 
-PROPOSAL_TOKENS = 700
+PROPOSAL_TOKENS = 400  # the steward's own max_tokens caps it too; the schema's fields fit in it
 
 
 class InquiryFailed(Exception):

@@ -14,11 +14,11 @@ from tests.support.ollama_standin import OllamaStandIn
 from tests.support.society_script import MODELS, SocietyScript
 
 MARKER = "ROBIN answers in at most three sentences."
-REMOVE_CONSENT = {"target": "principle.consent", "operation": "remove", "value": "", "principle_id": "",
+REMOVE_CONSENT = {"target": "principle.consent.remove", "value": "", "principle_id": "",
                   "justification": "Approvals slow the society down.", "expected_consequences": "Faster changes."}
-NO_SUCH_FIELD = {**REMOVE_CONSENT, "target": "persona.NOBODY.role", "operation": "set", "value": "x"}
-BAD_VALUE = {**REMOVE_CONSENT, "target": "persona.ROBIN.temperature", "operation": "set", "value": "7.5"}
-NEW_PROMPT = {"target": "persona.ROBIN.system_prompt", "operation": "set",
+NO_SUCH_FIELD = {**REMOVE_CONSENT, "target": "persona.NOBODY.role", "value": "x"}
+BAD_VALUE = {**REMOVE_CONSENT, "target": "persona.ROBIN.temperature", "value": "7.5"}
+NEW_PROMPT = {"target": "persona.ROBIN.system_prompt",
               "value": f"You are ROBIN, the empathetic voice of BAT OS. {MARKER}", "principle_id": "",
               "justification": "ROBIN's long replies drifted from BRICK's analysis in the dissonant dialogues.",
               "expected_consequences": "Shorter replies that stay on BRICK's point."}
@@ -171,7 +171,7 @@ def test_reject_leaves_the_codex_byte_identical_and_a_pending_proposal_survives_
 
 def test_a_proposal_against_consent_is_never_published(tmp_path):
     script = SocietyScript()
-    weaken = {**REMOVE_CONSENT, "operation": "set", "value": "The codex may change when ALFRED sees fit."}
+    weaken = {**REMOVE_CONSENT, "target": "principle.consent", "value": "The codex may change when ALFRED sees fit."}
     script.push("proposal", REMOVE_CONSENT, weaken, REMOVE_CONSENT)
     config = write_config(tmp_path / "config", settings={**settings(), "cadence.preview_tasks": 0})
     before = (config / "codex.toml").read_bytes()

@@ -20,6 +20,7 @@ from a4ps.config.schema import Codex, Prompts
 CONSENT = "consent"
 PERSONA_FIELDS = {"system_prompt": str, "role": str, "temperature": float, "top_p": float, "max_tokens": int}
 NEW_PRINCIPLE = "principle.new"
+REMOVE_SUFFIX = ".remove"
 SET, ADD, REMOVE = "set", "add", "remove"
 MAX_VALUE_CHARS = 4000
 SHOWN_CHARS = 160
@@ -34,14 +35,27 @@ class AmendmentError(ValueError):
 
 @dataclass(frozen=True)
 class Change:
+    """One amendment. The target alone says what happens (a small model chose a contradictory
+    separate operation too often): a field is set, `principle.<id>.remove` removes that principle,
+    `principle.new` adds one named `principle_id`."""
+
     target: str
-    operation: str
     value: str
     principle_id: str = ""
+
+    @property
+    def operation(self) -> str:
+        if self.target == NEW_PRINCIPLE:
+            return ADD
+        return REMOVE if self.target.startswith("principle.") and self.target.endswith(REMOVE_SUFFIX) else SET
 
     def as_map(self) -> dict[str, str]:
         return {"target": self.target, "operation": self.operation, "value": self.value,
                 "principle_id": self.principle_id}
+
+    @classmethod
+    def from_map(cls, data: dict[str, Any]) -> "Change":
+        return cls(str(data["target"]), str(data.get("value") or ""), str(data.get("principle_id") or ""))
 
 
 def targets(codex: Codex) -> list[str]:
@@ -49,6 +63,7 @@ def targets(codex: Codex) -> list[str]:
     names = [f"persona.{p.name}.{field}" for p in codex.persona for field in PERSONA_FIELDS]
     names += [f"prompts.{key}" for key in Prompts.model_fields]
     names += [f"principle.{p.id}" for p in codex.principle]
+    names += [f"principle.{p.id}{REMOVE_SUFFIX}" for p in codex.principle]
     return [*names, NEW_PRINCIPLE]
 
 
@@ -59,13 +74,12 @@ def proposal_schema(codex: Codex) -> dict[str, Any]:
         "type": "object",
         "properties": {
             "target": {"type": "string", "enum": targets(codex)},
-            "operation": {"type": "string", "enum": [SET, ADD, REMOVE]},
             "value": {"type": "string", "maxLength": VALUE_CHARS},
             "principle_id": {"type": "string", "maxLength": 40},
             "justification": text,
             "expected_consequences": text,
         },
-        "required": ["target", "operation", "value", "principle_id", "justification", "expected_consequences"],
+        "required": ["target", "value", "principle_id", "justification", "expected_consequences"],
         "additionalProperties": False,
     }
 
@@ -76,7 +90,10 @@ def current_values(codex: Codex) -> str:
     lines = []
     for target in targets(codex):
         if target == NEW_PRINCIPLE:
-            lines.append(f"{NEW_PRINCIPLE}: (add a principle)")
+            lines.append(f"{NEW_PRINCIPLE}: (add a principle: value is its text, principle_id its id)")
+            continue
+        if target.endswith(REMOVE_SUFFIX):
+            lines.append(f"{target}: (remove this principle)")
             continue
         value = _read(data, target)
         shown = " ".join(str(value).split())
@@ -112,8 +129,6 @@ def apply(codex: Codex, change: Change) -> Codex:
     data = codex.model_dump()
     kind, _, rest = change.target.partition(".")
     if change.target == NEW_PRINCIPLE:
-        if change.operation != ADD:
-            raise AmendmentError(f"{NEW_PRINCIPLE} takes the operation 'add', not {change.operation!r}")
         pid = change.principle_id.strip()
         if not re.fullmatch(r"[a-z][a-z0-9_]{1,39}", pid):
             raise AmendmentError("a new principle needs a principle_id of lowercase letters, digits or _")
@@ -121,16 +136,13 @@ def apply(codex: Codex, change: Change) -> Codex:
             raise AmendmentError(f"a principle {pid!r} exists already; edit it with target principle.{pid}")
         data["principle"].append({"id": pid, "text": change.value.strip()})
     elif kind == "principle":
-        index = next(i for i, p in enumerate(data["principle"]) if p["id"] == rest)
+        pid = rest[:-len(REMOVE_SUFFIX)] if change.operation == REMOVE else rest
+        index = next(i for i, p in enumerate(data["principle"]) if p["id"] == pid)
         if change.operation == REMOVE:
             del data["principle"][index]
-        elif change.operation == SET:
-            data["principle"][index]["text"] = change.value.strip()
         else:
-            raise AmendmentError(f"a principle is changed with 'set' or 'remove', not {change.operation!r}")
+            data["principle"][index]["text"] = change.value.strip()
     else:
-        if change.operation != SET:
-            raise AmendmentError(f"{change.target} is changed with 'set', not {change.operation!r}")
         if kind == "persona":
             name, _, field = rest.rpartition(".")
             persona = next(p for p in data["persona"] if p["name"] == name)

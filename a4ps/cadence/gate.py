@@ -73,7 +73,7 @@ class CodexGate:
                             "history, and send the sha256 of the history (its history_digest)")
         try:
             _, current = self._file.read()
-            amended = apply(current, Change(**proposal.change))
+            amended = apply(current, Change.from_map(proposal.change))
             written, old_text, new_text = self._file.write_version(
                 amended, why=proposal.justification, by="proposal", proposal_id=proposal.proposal_id,
                 expect_version=proposal.base_version)

@@ -69,7 +69,7 @@ class Cadence:
         for attempt in range(1, self._settings.cadence.proposal_attempts + 1):
             data = self._voices.decide(STEWARD, messages, schema, task_id=task_id, node="inquiry", turn=attempt,
                                        cancel=cancel, max_tokens=PROPOSAL_TOKENS)
-            change = Change(data["target"], data["operation"], data["value"], data["principle_id"])
+            change = Change(data["target"], data["value"], data["principle_id"])
             try:
                 amended = apply(current, change)
                 break

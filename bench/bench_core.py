@@ -2,8 +2,13 @@
 
 Wall time is split into model time (inside the provider) and orchestration (graph, events, ZeroMQ,
 image saves). The same model calls are then replayed raw with llama_cpp for the generation ratio.
-Targets: orchestration <= 3% of wall time; embedded generation >= 0.95x raw tokens/s.
-Last line: one JSON object.  Usage: .venv/bin/python bench/bench_core.py [--task TEXT] [--turns N]
+Then Stop latency: from the moment a stop is asked to the moment the call returns, for the embedded
+model while it reads a long prompt (prefill) and while it writes, for a sandbox run of each backend
+available, and for a whole task through the backend (cancel_task to the `cancelled` event); and the
+backend's restart-to-ready time after a SIGKILL mid-task (ping answered; model warm).
+Targets: orchestration <= 3% of wall time; embedded generation >= 0.95x raw tokens/s; Stop <= 1 s.
+Last line: one JSON object.
+Usage: .venv/bin/python bench/bench_core.py [--task TEXT] [--turns N] [--stop-repeats N] [--skip-task]
 """
 
 from __future__ import annotations
@@ -11,19 +16,29 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
+import signal
 import socket
+import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from a4ps.backend.app import Backend  # noqa: E402
-from a4ps.client import EventSubscriber, Requester, control_token_path  # noqa: E402
+from a4ps.client import BackendUnavailable, EventSubscriber, Requester, control_token_path  # noqa: E402
 from a4ps.config import load_codex, load_settings  # noqa: E402
-from a4ps.models.embedded import thread_count  # noqa: E402
+from a4ps.models import ModelManager  # noqa: E402
+from a4ps.models.embedded import EmbeddedProvider, thread_count  # noqa: E402
 from a4ps.models.structured import schema_to_gbnf  # noqa: E402
+from a4ps.models.types import ModelCancelled, Sampling  # noqa: E402
+from a4ps.sandbox import SecureCodeExecutor  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -107,31 +122,286 @@ def replay_raw(calls: list[dict], settings) -> tuple[int, float]:
     return tokens, seconds
 
 
+# --- Stop latency -------------------------------------------------------------------------------------
+
+def _stop_call(call, stop: threading.Event, ready: threading.Event, after_s: float) -> dict:
+    """Run call() on a thread; once `ready` is set (or after_s passed), wait after_s more, set `stop`
+    and time how long the call takes to return. Returns the latency, what the call ended with, and
+    whether `ready` was set when the stop came."""
+    ended: dict = {}
+
+    def run() -> None:
+        try:
+            call()
+            ended["how"] = "returned"
+        except ModelCancelled:
+            ended["how"] = "cancelled"
+        except Exception as exc:  # noqa: BLE001 - reported, not hidden
+            ended["how"] = f"{type(exc).__name__}: {exc}"
+        ended["at"] = time.monotonic()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    ready.wait(120)
+    time.sleep(after_s)
+    was_ready = ready.is_set()
+    stopped = time.monotonic()
+    stop.set()
+    thread.join(120)
+    return {"latency_s": ended["at"] - stopped if "at" in ended else None, "how": ended.get("how", "still running"),
+            "ready": was_ready}
+
+
+def stop_embedded(settings, repeats: int) -> dict:
+    """The embedded model (the configured default) stopped while reading a long prompt and while writing."""
+    provider = EmbeddedProvider(settings.models.embedded)
+    manager = ModelManager(provider)
+    provider.load()
+    figures: dict[str, list] = {"prefill": [], "generation": []}
+    try:
+        for _ in range(repeats):
+            # prefill: a fresh prompt of ~1,500 tokens (nothing of it cached) read for tens of seconds
+            stop, started, tokens = threading.Event(), threading.Event(), []
+            prompt = f"[{secrets.token_hex(8)}] Summarise these notes:\n" + "\n".join(
+                f"Note {i}: the river rose {i % 7} cm overnight near mill {i % 13}." for i in range(120))
+            messages = [{"role": "user", "content": prompt}]
+
+            def prefill() -> None:
+                started.set()
+                manager.chat(messages, model="m", on_token=tokens.append,
+                             sampling=Sampling(0.3, 0.9, 64, should_stop=stop.is_set))
+
+            result = _stop_call(prefill, stop, started, 1.0)
+            result["during_prefill"] = not tokens  # no token had come: the stop hit the prompt reading
+            figures["prefill"].append(result)
+            # generation: the stop comes after the fifth streamed token
+            stop, fifth, tokens = threading.Event(), threading.Event(), []
+
+            def on_token(piece: str) -> None:
+                tokens.append(piece)
+                if len(tokens) >= 5:
+                    fifth.set()
+
+            def generate() -> None:
+                manager.chat([{"role": "user", "content": "Write a long story about a lighthouse keeper."}],
+                             model="m", on_token=on_token, sampling=Sampling(0.7, 0.9, 400, should_stop=stop.is_set))
+
+            result = _stop_call(generate, stop, fifth, 0.0)
+            result["tokens_before_stop"] = 5
+            result["tokens_after_stop"] = len(tokens) - 5
+            figures["generation"].append(result)
+    finally:
+        provider.unload()
+    return figures
+
+
+SLEEPING_GUEST = "import time\nprint('up', flush=True)\ntime.sleep(120)\n"
+
+
+def stop_sandbox(settings, repeats: int) -> dict:
+    """A sandbox run (a guest asleep for 2 minutes) stopped ~1.5 s in, on each backend available here."""
+    figures: dict[str, list] = {}
+    with tempfile.TemporaryDirectory(prefix="a4ps-bench-sbx-") as work:
+        probe = SecureCodeExecutor(settings.sandbox, Path(work) / "probe")
+        for name, reason in probe.availability().items():
+            if reason is not None:
+                print(f"sandbox {name:6}     : unavailable ({reason[:100]})")
+                continue
+            executor = SecureCodeExecutor(settings.sandbox.model_copy(update={"backend": name}), Path(work) / name)
+            executor.select_backend()
+            figures[name] = []
+            for _ in range(repeats):
+                stop, began, out = threading.Event(), threading.Event(), {}
+
+                def run() -> None:
+                    began.set()
+                    out["result"] = executor.run_python(SLEEPING_GUEST, timeout_s=120, cancel=stop)
+
+                measured = _stop_call(run, stop, began, 1.5)
+                measured["how"] = out["result"].kill_reason if "result" in out else measured["how"]
+                measured["guest_ran"] = "result" in out and out["result"].stdout == "up\n"
+                figures[name].append(measured)
+    return figures
+
+
+# --- the backend as a process: Stop of a task, restart after SIGKILL ---------------------------------
+
+class ServeProcess:
+    """`python -m a4ps serve` on its own data dir and ports, with the embedded model."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.pub, self.rep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+        self.env = {**os.environ, "A4PS_DATA_DIR": str(data_dir), "A4PS_PUB_ADDR": self.pub,
+                    "A4PS_REP_ADDR": self.rep, "OLLAMA_HOST": f"http://127.0.0.1:{free_port()}"}
+        self.log = data_dir.parent / f"{data_dir.name}-serve.log"
+        self.proc: subprocess.Popen | None = None
+        self.started_at = 0.0
+
+    def start(self) -> float:
+        """Start it; returns the seconds until it answered ping."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log.write_bytes(b"")
+        self.started_at = started = time.monotonic()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "a4ps", "serve"], cwd=ROOT, env=self.env,
+                                         stdout=log, stderr=subprocess.STDOUT)
+        requester = Requester(self.rep, timeout_s=0.5)
+        try:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"backend exited with {self.proc.returncode}:\n{self.output()[-2000:]}")
+                try:
+                    if requester.request("ping", timeout_s=0.5).get("ok"):
+                        return time.monotonic() - started
+                except BackendUnavailable:  # not up yet
+                    time.sleep(0.02)
+                if time.monotonic() - started > 300:
+                    raise RuntimeError("backend did not answer ping in 300 s")
+        finally:
+            requester.close()
+
+    def seconds_to_log(self, text: str, timeout_s: float) -> float | None:
+        """Seconds from the start until `text` appears in the log (polled every 20 ms); None if it never does."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return time.monotonic() - self.started_at
+            time.sleep(0.02)
+        return None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def requester(self) -> Requester:
+        return Requester(self.rep, token_file=control_token_path(self.data_dir))
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _wait_event(events: EventSubscriber, task_id: str, topic: str, statuses: set[str] | None,
+                timeout_s: float) -> dict | None:
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        item = events.poll_event(left)
+        if item and item[0] == topic and item[1].get("task_id") == task_id \
+                and (statuses is None or item[1].get("status") in statuses):
+            return item[1]
+    return None
+
+
+def stop_task_and_restart(task: str) -> dict:
+    """A task stopped at its first token (cancel_task to the `cancelled` event); then a second task
+    is SIGKILLed mid-run and the backend restarted: seconds to ping, and to the model being warm."""
+    figures: dict = {}
+    with tempfile.TemporaryDirectory(prefix="a4ps-bench-serve-") as root:
+        serve = ServeProcess(Path(root) / "data")
+        try:
+            figures["cold_start_ping_s"] = serve.start()
+            events = EventSubscriber(serve.pub)
+            events.wait_for("state", 10)
+            req = serve.requester()
+            try:
+                task_id = req.request("submit_task", text=task)["task_id"]
+                if _wait_event(events, task_id, "token", None, 300) is None:
+                    raise RuntimeError("the task streamed no token in 300 s")
+                stopped = time.monotonic()
+                req.request("cancel_task", task_id=task_id)
+                final = _wait_event(events, task_id, "task", {"cancelled", "done", "failed"}, 60)
+                figures["stop_task_s"] = time.monotonic() - stopped
+                figures["stop_task_status"] = final["status"] if final else "no answer in 60 s"
+                second = req.request("submit_task", text=task)["task_id"]
+                if _wait_event(events, second, "token", None, 300) is None:  # running, mid-answer
+                    raise RuntimeError("the second task streamed no token in 300 s")
+            finally:
+                req.close()
+            events.close()
+            serve.kill()
+            figures["restart_ping_s"] = serve.start()
+            figures["restart_model_ready_s"] = serve.seconds_to_log("model ready", 300)
+        finally:
+            serve.stop()
+    return figures
+
+
+def _summary(values: list[float | None]) -> dict:
+    clean = [v for v in values if v is not None]
+    if not clean:
+        return {"median_s": None, "max_s": None, "n": 0}
+    return {"median_s": round(statistics.median(clean), 3), "max_s": round(max(clean), 3), "n": len(clean)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="How can I keep a small herb garden alive on a windowsill?")
     parser.add_argument("--turns", type=int, default=2)
+    parser.add_argument("--stop-repeats", type=int, default=3)
+    parser.add_argument("--skip-task", action="store_true", help="only the Stop and restart figures")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="a4ps-bench-") as data_dir:
-        wall, recorder, final = run_backend_task(args.task, args.turns, data_dir)
-    model_s = sum(c["seconds"] for c in recorder.calls)
-    tokens = sum(c["tokens"] for c in recorder.calls)
-    orchestration = wall - model_s
-    raw_tokens, raw_s = replay_raw(recorder.calls, load_settings())
-    embedded_tps, raw_tps = tokens / model_s, raw_tokens / raw_s
-    print(f"task status        : {final['status']} after {final['turns']} turn(s), {len(recorder.calls)} model calls")
-    print(f"wall time          : {wall:8.3f} s")
-    print(f"model time         : {model_s:8.3f} s  ({tokens} tokens, {embedded_tps:.1f} tok/s)")
-    print(f"orchestration      : {orchestration:8.3f} s  ({100 * orchestration / wall:.2f}% of wall; target <= 3%)")
-    print(f"raw llama_cpp      : {raw_s:8.3f} s  ({raw_tokens} tokens, {raw_tps:.1f} tok/s)")
-    print(f"generation ratio   : {embedded_tps / raw_tps:.3f}x raw (target >= 0.95x)")
-    print(json.dumps({
-        "status": final["status"], "turns": final["turns"], "model_calls": len(recorder.calls),
-        "wall_s": round(wall, 4), "model_s": round(model_s, 4), "orchestration_s": round(orchestration, 4),
-        "orchestration_pct": round(100 * orchestration / wall, 3), "tokens": tokens,
-        "embedded_tok_s": round(embedded_tps, 2), "raw_tokens": raw_tokens, "raw_tok_s": round(raw_tps, 2),
-        "generation_ratio": round(embedded_tps / raw_tps, 4),
-    }))
+    figures: dict = {}
+    if not args.skip_task:
+        with tempfile.TemporaryDirectory(prefix="a4ps-bench-") as data_dir:
+            wall, recorder, final = run_backend_task(args.task, args.turns, data_dir)
+        model_s = sum(c["seconds"] for c in recorder.calls)
+        tokens = sum(c["tokens"] for c in recorder.calls)
+        orchestration = wall - model_s
+        raw_tokens, raw_s = replay_raw(recorder.calls, load_settings())
+        embedded_tps, raw_tps = tokens / model_s, raw_tokens / raw_s
+        print(f"task status        : {final['status']} after {final['turns']} turn(s), {len(recorder.calls)} model calls")
+        print(f"wall time          : {wall:8.3f} s")
+        print(f"model time         : {model_s:8.3f} s  ({tokens} tokens, {embedded_tps:.1f} tok/s)")
+        print(f"orchestration      : {orchestration:8.3f} s  ({100 * orchestration / wall:.2f}% of wall; target <= 3%)")
+        print(f"raw llama_cpp      : {raw_s:8.3f} s  ({raw_tokens} tokens, {raw_tps:.1f} tok/s)")
+        print(f"generation ratio   : {embedded_tps / raw_tps:.3f}x raw (target >= 0.95x)")
+        figures.update({
+            "status": final["status"], "turns": final["turns"], "model_calls": len(recorder.calls),
+            "wall_s": round(wall, 4), "model_s": round(model_s, 4), "orchestration_s": round(orchestration, 4),
+            "orchestration_pct": round(100 * orchestration / wall, 3), "tokens": tokens,
+            "embedded_tok_s": round(embedded_tps, 2), "raw_tokens": raw_tokens, "raw_tok_s": round(raw_tps, 2),
+            "generation_ratio": round(embedded_tps / raw_tps, 4),
+        })
+
+    settings = load_settings()
+    embedded = stop_embedded(settings, args.stop_repeats)
+    for phase, runs in embedded.items():
+        summary = _summary([r["latency_s"] for r in runs])
+        hows = sorted({r["how"] for r in runs})
+        extra = ""
+        if phase == "prefill":
+            extra = f", stop hit the prompt reading in {sum(r['during_prefill'] for r in runs)}/{len(runs)}"
+        else:
+            extra = f", tokens after the stop: {[r['tokens_after_stop'] for r in runs]}"
+        print(f"Stop, {phase:10}   : median {summary['median_s']} s, max {summary['max_s']} s "
+              f"({settings.models.embedded.model}; ended {', '.join(hows)}{extra}; target <= 1 s)")
+        figures[f"stop_{phase}"] = {**summary, "ended": hows}
+    sandbox = stop_sandbox(settings, args.stop_repeats)
+    for name, runs in sandbox.items():
+        summary = _summary([r["latency_s"] for r in runs])
+        hows = sorted({str(r["how"]) for r in runs})
+        print(f"Stop, sandbox {name:6}: median {summary['median_s']} s, max {summary['max_s']} s "
+              f"(kill reason {', '.join(hows)}; guest was running in {sum(r['guest_ran'] for r in runs)}/{len(runs)})")
+        figures[f"stop_sandbox_{name}"] = {**summary, "ended": hows}
+    served = stop_task_and_restart(args.task)
+    print(f"Stop, whole task   : {served.get('stop_task_s', float('nan')):.3f} s from cancel_task to the "
+          f"'{served.get('stop_task_status')}' event (at the task's first token)")
+    print(f"cold start         : {served['cold_start_ping_s']:.2f} s to the first ping answer")
+    ready = served.get("restart_model_ready_s")
+    print(f"restart after KILL : {served['restart_ping_s']:.2f} s to the first ping answer, "
+          f"{'%.2f s' % ready if ready is not None else 'n/a'} to the model warm ('model ready')")
+    figures.update({key: (round(value, 3) if isinstance(value, float) else value)
+                    for key, value in served.items()})
+    print(json.dumps(figures))
     return 0
 
 

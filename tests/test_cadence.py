@@ -7,6 +7,8 @@ import hashlib
 import json
 import tomllib
 
+import pytest
+
 from a4ps.cadence.proposals import history_digest
 from tests.support.backend import BackendProcess, wait_for_task
 from tests.support.config import write_config
@@ -272,3 +274,27 @@ def test_persistent_dissonance_starts_an_inquiry_by_itself(tmp_path):
             assert peak > 0.45, "the history holds the dissonant dialogues (above graph.convergence_threshold)"
             events.close()
     assert backend.output().count("high-dissonance tasks within a day; asking for an inquiry") == 1
+
+
+@pytest.mark.timeout(900)
+def test_the_embedded_model_writes_a_checked_proposal(tmp_path):
+    """Plumbing on the real (small) model: ALFRED's proposal is schema-constrained JSON that code checks
+    (SmolLM2 reasons poorly, so a refused proposal is a legitimate end: then every refusal is named)."""
+    from a4ps.cadence.amendment import targets
+    from a4ps.config import load_codex
+
+    config = write_config(tmp_path / "config", settings={**settings(), "cadence.preview_tasks": 0})
+    with BackendProcess(tmp_path / "data", config) as backend:
+        events = backend.subscribe()
+        reply = backend.request("request_inquiry", topic="ROBIN's replies")
+        ended = wait_for_task(events, reply["task_id"], {"done", "failed"}, 800)
+        proposal = backend.request("get_proposal")["proposal"]
+        events.close()
+    if ended["status"] == "done":
+        assert proposal is not None and ended["result"].startswith(f"proposal {proposal['proposal_id']}")
+        assert proposal["change"]["target"] in targets(load_codex(config / "codex.toml"))
+        assert proposal["diff"].count("\n+") >= 2 and proposal["history_digest"] == history_digest(proposal["history"])
+    else:
+        assert proposal is None and ended["error"].startswith("every proposal was refused: ")
+        assert ended["error"].count("): ") == 3, "each of the three refusals is named with its reason"
+    assert "Traceback" not in backend.output()

@@ -18,6 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -94,6 +95,51 @@ class CallLog:
         self.calls, self.first_token_at = [], None
 
 
+def summarize(rows: list[dict], modes: set[str], model: str, max_turns: int) -> dict:
+    """The figures of one run; the difference only when both answers were run on the same tasks."""
+    n = len(rows)
+    summary: dict = {"bench": "quality", "model": model, "tasks": n, "max_turns": max_turns, "modes": sorted(modes)}
+    kinds = sorted({r["kind"] for r in rows})
+    per_kind: dict = {kind: {"n": sum(1 for r in rows if r["kind"] == kind)} for kind in kinds}
+    if "single" in modes:
+        summary["single_accuracy"] = round(sum(r["single_ok"] for r in rows) / n, 3)
+        summary["single_mean_s"] = round(statistics.mean(r["single_s"] for r in rows), 1)
+        summary["single_mean_tokens"] = round(statistics.mean(r["single_tokens"] for r in rows))
+        for kind in kinds:
+            per_kind[kind]["single"] = sum(r["single_ok"] for r in rows if r["kind"] == kind)
+    if "graph" in modes:
+        prompt_total = sum(r["prompt_tokens"] for r in rows)
+        firsts = [r["first_token_s"] for r in rows if r["first_token_s"]]
+        summary.update(
+            graph_accuracy=round(sum(r["graph_ok"] for r in rows) / n, 3),
+            graph_mean_s=round(statistics.mean(r["graph_s"] for r in rows), 1),
+            graph_p50_s=round(statistics.median(r["graph_s"] for r in rows), 1),
+            first_token_p50_s=round(statistics.median(firsts), 2) if firsts else None,
+            graph_mean_tokens=round(statistics.mean(r["graph_tokens"] for r in rows)),
+            prompt_tokens_reused_share=round(sum(r["reused_tokens"] for r in rows) / prompt_total, 3) if prompt_total else 0,
+            turns=dict(sorted(Counter(str(r.get("turns", "-")) for r in rows).items())))
+        for kind in kinds:
+            per_kind[kind]["graph"] = sum(r["graph_ok"] for r in rows if r["kind"] == kind)
+    if modes == {"graph", "single"}:
+        summary["difference_points"] = round(100 * (summary["graph_accuracy"] - summary["single_accuracy"]), 1)
+        summary["graph_only_right"] = [r["id"] for r in rows if r["graph_ok"] and not r["single_ok"]]
+        summary["single_only_right"] = [r["id"] for r in rows if r["single_ok"] and not r["graph_ok"]]
+    summary["per_kind"] = per_kind
+    return summary
+
+
+def summary_line(summary: dict) -> str:
+    parts = []
+    if "single_accuracy" in summary:
+        parts.append(f"single call {summary['single_accuracy']:.1%} ({summary['single_mean_s']} s mean)")
+    if "graph_accuracy" in summary:
+        parts.append(f"graph {summary['graph_accuracy']:.1%} (p50 {summary['graph_p50_s']} s, first token p50 "
+                     f"{summary['first_token_p50_s']} s, prompt tokens reused {summary['prompt_tokens_reused_share']:.0%})")
+    if "difference_points" in summary:
+        parts.append(f"difference {summary['difference_points']:+.1f} points")
+    return "; ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=0, help="only the first N tasks (spread over the kinds)")
@@ -103,7 +149,12 @@ def main() -> None:
     parser.add_argument("--model-path", default="")
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default: settings)")
     parser.add_argument("--json-out", default="")
+    parser.add_argument("--modes", default="graph,single",
+                        help="which answers to run: graph, single or both (a one-sided run prints no difference)")
     args = parser.parse_args()
+    modes = {m.strip() for m in args.modes.split(",") if m.strip()}
+    if not modes or not modes <= {"graph", "single"}:
+        parser.error("--modes takes graph, single or graph,single")
 
     tasks = list(TASKS)
     if args.ids:
@@ -150,7 +201,7 @@ def main() -> None:
     single_tokens = settings.graph.synthesis_tokens + settings.graph.thesis_tokens
     rows = [{"id": task.id, "kind": task.kind} for task in tasks]
     # (b) the Socratic graph, every task in a row (as in use: the shared system message stays cached)
-    for task, row in zip(tasks, rows):
+    for task, row in zip(tasks if "graph" in modes else [], rows):
         log.reset()
         t0 = time.perf_counter()
         try:
@@ -172,7 +223,7 @@ def main() -> None:
               f"reused {row['reused_tokens']}/{row['prompt_tokens']} | {row['graph_why']}"
               f"{' ERROR ' + row['error'] if 'error' in row else ''}", flush=True)
     # (a) one plain call per task
-    for task, row in zip(tasks, rows):
+    for task, row in zip(tasks if "single" in modes else [], rows):
         t0 = time.perf_counter()
         result = models.chat([{"role": "system", "content": alfred.system_prompt}, {"role": "user", "content": task.text}],
                              model=alfred.model, sampling=Sampling(alfred.temperature, alfred.top_p, single_tokens,
@@ -184,29 +235,8 @@ def main() -> None:
         print(f"single {task.id:15s} {'OK ' if row['single_ok'] else 'no '} {row['single_s']:6.1f}s | "
               f"{row['single_why']}", flush=True)
 
-    n = len(rows)
-    single_acc = sum(r["single_ok"] for r in rows) / n
-    graph_acc = sum(r["graph_ok"] for r in rows) / n
-    prompt_total = sum(r["prompt_tokens"] for r in rows)
-    summary = {
-        "bench": "quality", "model": provider.describe(), "tasks": n, "max_turns": settings.graph.max_turns,
-        "single_accuracy": round(single_acc, 3), "graph_accuracy": round(graph_acc, 3),
-        "difference_points": round(100 * (graph_acc - single_acc), 1),
-        "single_mean_s": round(statistics.mean(r["single_s"] for r in rows), 1),
-        "graph_mean_s": round(statistics.mean(r["graph_s"] for r in rows), 1),
-        "graph_p50_s": round(statistics.median(r["graph_s"] for r in rows), 1),
-        "first_token_p50_s": round(statistics.median([r["first_token_s"] for r in rows if r["first_token_s"]] or [0]), 2),
-        "single_mean_tokens": round(statistics.mean(r["single_tokens"] for r in rows)),
-        "graph_mean_tokens": round(statistics.mean(r["graph_tokens"] for r in rows)),
-        "prompt_tokens_reused_share": round(sum(r["reused_tokens"] for r in rows) / prompt_total, 3) if prompt_total else 0,
-        "per_kind": {kind: {"n": sum(1 for r in rows if r["kind"] == kind),
-                            "single": sum(r["single_ok"] for r in rows if r["kind"] == kind),
-                            "graph": sum(r["graph_ok"] for r in rows if r["kind"] == kind)}
-                     for kind in sorted({r["kind"] for r in rows})},
-    }
-    print(f"single call {single_acc:.1%}  graph {graph_acc:.1%}  difference {summary['difference_points']:+.1f} points; "
-          f"graph p50 {summary['graph_p50_s']} s, first token p50 {summary['first_token_p50_s']} s, "
-          f"prompt tokens reused {summary['prompt_tokens_reused_share']:.0%}")
+    summary = summarize(rows, modes, provider.describe(), settings.graph.max_turns)
+    print(summary_line(summary))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
     provider.unload()

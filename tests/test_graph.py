@@ -35,7 +35,8 @@ def speaker(messages):
     """Which instruction the last user message is (the codex names the persona who speaks next)."""
     last = messages[-1]["content"]
     for prefix, node in (("The person's task", "plan"), ("BRICK's part: answer", "thesis"),
-                         ("BRICK's part: ROBIN has", "revision"), ("ROBIN's part", "antithesis"),
+                         ("BRICK's part: ROBIN has", "revision"),
+                         ("ROBIN's part: answer the person's task yourself", "second_opinion"), ("ROBIN's part", "antithesis"),
                          ("ALFRED's part: write the final", "synthesis")):
         if last.startswith(prefix):
             return node
@@ -45,8 +46,10 @@ def speaker(messages):
 class Script:
     """Prose for each instruction; the constrained follow-ups: a tool decision and scripted verdicts."""
 
-    def __init__(self, verdicts, tool_on_turn=None):
+    def __init__(self, verdicts, tool_on_turn=None, form="prose", results=()):
         self.verdicts = list(verdicts)
+        self.form = form
+        self.results = list(results)  # number tasks: (mine, brick) per ROBIN turn
         self.tool_on_turn = tool_on_turn
         self.thesis_count = 0
         self.models_seen = []
@@ -63,16 +66,19 @@ class Script:
                 self.thesis_count += 1
                 return f"Analysis {self.thesis_count}."
             return {"plan": "1. Understand. 2. Answer.", "antithesis": "I feel you.",
-                    "synthesis": "Final answer."}[node]
+                    "second_opinion": "My own answer.", "synthesis": "Final answer."}[node]
         props = fmt["properties"]
         if "form" in props:
-            return json.dumps({"form": "prose", "items": 0, "list_marker": "1."})
+            return json.dumps({"form": self.form, "items": 0, "list_marker": "1."})
         if "needs_tool" in props:
             wants = self.thesis_count == self.tool_on_turn
             answer = {"needs_tool": wants, "tool_spec": "count words in a text" if wants else ""}
             if "call_tool" in props:
                 answer.update(call_tool="", arguments={})
             return json.dumps(answer)
+        if "mine" in props:
+            mine, brick = self.results.pop(0)
+            return json.dumps({"mine": mine, "brick": brick})
         return json.dumps({"verdict": self.verdicts.pop(0)})
 
 
@@ -123,23 +129,58 @@ def test_routing(verdicts, max_turns, turns, high):
     assert sum(1 for e in events if e.topic == "model_call") == len(script.calls)
 
 
-def test_the_personas_share_one_growing_conversation():
-    """Every prompt extends the one before (the prefix a local model has cached); the society's
-    system message names every persona from the codex, and the task opens the conversation."""
+def test_the_personas_share_one_growing_conversation_and_robin_first_answers_blind():
+    """Every prompt extends the one before (the prefix a local model has cached), except ROBIN's first
+    answer: she answers without BRICK's answer in view, and is shown it afterwards to compare. The
+    society's system message names every persona from the codex; the task opens the conversation."""
     script = Script(["major", "aligned"])
     with OllamaStandIn(models=MODELS, responder=script) as server:
         graph, _ = build(server.host, EventBus(), graph_config(convergence_threshold=0.5, max_turns=3))
-        graph.run("c1", "Is 91 a prime number?")
-    prose = [m for m in script.calls if speaker(m) in ("plan", "thesis", "revision", "antithesis", "synthesis")]
+        final = graph.run("c1", "Is 91 a prime number?")
+    kinds = ("plan", "thesis", "second_opinion", "revision", "antithesis", "synthesis")
+    prose = [m for m in script.calls if speaker(m) in kinds]
     system = prose[0][0]["content"]
     assert all(name in system for name in ("ALFRED", "BRICK", "ROBIN"))
     assert "Is 91 a prime number?" in prose[0][1]["content"]
-    for before, after in zip(prose, prose[1:]):
+    assert [speaker(m) for m in prose] == ["plan", "thesis", "second_opinion", "revision", "antithesis", "synthesis"]
+    plan, thesis, blind = prose[0], prose[1], prose[2]
+    assert thesis[:len(plan)] == plan
+    # blind: the plan exchange is shared, BRICK's answer is nowhere in what ROBIN reads
+    assert blind[:3] == thesis[:3] and not any("Analysis 1." in m["content"] for m in blind)
+    for before, after in zip(prose[2:], prose[3:]):
         assert after[:len(before)] == before, "a prompt did not extend the previous one"
-    assert [speaker(m) for m in prose] == ["plan", "thesis", "antithesis", "revision", "antithesis", "synthesis"]
-    # ROBIN's verdict is asked after her own reply, on the same conversation
-    verdict_calls = [m for m in script.calls if m[-1]["content"].startswith("ROBIN's verdict")]
-    assert len(verdict_calls) == 2 and verdict_calls[0][-2] == {"role": "assistant", "content": "I feel you."}
+    # the comparison: after her own answer, she is shown BRICK's and gives her verdict on it
+    verdict_calls = [m for m in script.calls if m[-1]["content"].startswith(("Here is BRICK's", "ROBIN's verdict"))]
+    assert len(verdict_calls) == 2
+    compare, check = verdict_calls
+    assert compare[-2] == {"role": "assistant", "content": "My own answer."}
+    assert "Analysis 1." in compare[-1]["content"] and compare[:-2] == blind
+    assert check[-2] == {"role": "assistant", "content": "I feel you."}
+    # BRICK's first answer is in the conversation from the comparison on, and so reaches the synthesis
+    assert any("Analysis 1." in m["content"] for m in prose[-1])
+    assert [d["node"] for d in final["dialogue"]] == ["alfred_plan", "brick", "robin", "brick", "robin"]
+
+
+def test_number_tasks_compare_results_in_code_not_by_verdict():
+    """When the answer is one number, ROBIN states her result and BRICK's as JSON numbers and the
+    graph compares them: different numbers are opposed (another round), equal ones aligned, and the
+    synthesis is told the numbers of the last round."""
+    script = Script([], form="number", results=[(24, 27), (24, 24.0)])
+    bus = EventBus()
+    events = collect(bus)
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        graph, _ = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=3))
+        final = graph.run("n1", "How many dollars does Ana pay?")
+    assert final["turn"] == 2 and final["results"] == [{"turn": 1, "brick": 27, "robin": 24},
+                                                       {"turn": 2, "brick": 24, "robin": 24}]
+    assert [e.payload["verdict"] for e in events if e.topic == "dissonance"] == ["opposed", "aligned"]
+    asked = [m[-1]["content"] for m in script.calls if m[-1]["content"].startswith(("Here is BRICK's", "ROBIN, as JSON"))]
+    assert len(asked) == 2 and "Analysis 1." in asked[0] and "the final number of BRICK's" in asked[0]
+    revision = next(m for m in script.calls if speaker(m) == "revision")
+    assert "BRICK's result: 27; ROBIN's result: 24. They disagree" in revision[-1]["content"]
+    synthesis = next(m for m in script.calls if speaker(m) == "synthesis")
+    assert "BRICK and ROBIN reached the same result: 24." in synthesis[-1]["content"]
+    assert script.verdicts == [] and script.results == []  # no verdict was asked for
 
 
 def test_window_keeps_the_task_and_the_latest_turns():
@@ -211,7 +252,7 @@ class RecordingWorkshop:
         self.tools.append("word_count")
         return FakeOutcome(True, "tool word_count(text) created")
 
-    def call(self, name, arguments):
+    def call(self, name, arguments, *, cancel=None):
         self.called.append((name, arguments))
         return FakeOutcome(True, f"{name} returned 4")
 

@@ -11,6 +11,15 @@ VERDICT = {
     "additionalProperties": False,
 }
 
+# For a task whose answer is one number, ROBIN states both results as numbers (hers and BRICK's), and
+# the graph compares them itself: equal numbers agree, whatever a small model would say about them.
+RESULTS = {
+    "type": "object",
+    "properties": {"mine": {"type": "number"}, "brick": {"type": "number"}},
+    "required": ["mine", "brick"],
+    "additionalProperties": False,
+}
+
 # ALFRED's reading of the form the final answer must take; a list of N items is then written under a
 # layout grammar that allows exactly N lines.
 FORM = {

@@ -4,11 +4,18 @@ The personas share one conversation: a system message that introduces the societ
 then every instruction and every answer in the order they happened (`transcript`). Each call only
 appends to it, so a local model re-reads nothing it has already processed (llama.cpp reuses the
 longest cached prefix), and every persona sees the whole discussion.
+
+One exception makes the debate worth having: in the first round ROBIN answers blind. BRICK's first
+answer is held back (`thesis`) until she has given her own, then shown to her to compare with. Two
+answers reached independently disagree where one of them slipped; a reply written after reading the
+other mostly agrees with it (a small model anchors on what it reads), and then the debate adds nothing.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import operator
 import threading
 from typing import Annotated, Any, Callable, Protocol, TypedDict
@@ -40,6 +47,8 @@ class DialogueState(TypedDict, total=False):
     transcript: Annotated[list[dict], operator.add]  # the shared conversation (chat messages)
     dialogue: Annotated[list[dict], operator.add]    # who said what, for people and memory
     turn: int
+    thesis: str  # BRICK's first answer, held back from the conversation until ROBIN has answered blind
+    results: Annotated[list[dict], operator.add]  # number tasks: each round's {"turn", "brick", "robin"}
     dissonance: Annotated[list[float], operator.add]
     tool_request: dict | None
     tool_call: dict | None
@@ -57,7 +66,7 @@ class Workshop(Protocol):
     def forge(self, spec: str, *, on_token: Callable[[str], None] | None = None,
               cancel: threading.Event | None = None) -> Any: ...
 
-    def call(self, name: str, arguments: Any) -> Any: ...
+    def call(self, name: str, arguments: Any, *, cancel: threading.Event | None = None) -> Any: ...
 
 
 def _cancel_of(config: RunnableConfig | None) -> threading.Event:
@@ -76,6 +85,21 @@ def _tool_results_text(results: list[dict]) -> str:
     if not results:
         return ""
     return "\n\nTool results:\n" + "\n".join(f"- {r['summary']}" for r in results[-3:])
+
+
+def same_number(first: float, second: float) -> bool:
+    return math.isclose(first, second, rel_tol=1e-6, abs_tol=1e-9)
+
+
+def _results_text(results: list[dict]) -> str:
+    """The last round's numbers, for the synthesis (empty unless the task asks for a number)."""
+    if not results:
+        return ""
+    last = results[-1]
+    brick, robin = (f"{last[k]:g}" for k in ("brick", "robin"))
+    if same_number(last["brick"], last["robin"]):
+        return f"\nBRICK and ROBIN reached the same result: {brick}."
+    return f"\nBRICK's result: {brick}; ROBIN's result: {robin}. They disagree: check which one is right."
 
 
 def window(transcript: list[dict], max_chars: int) -> list[dict]:
@@ -120,7 +144,8 @@ class SocraticGraph:
     def _fill(self, template: str, state: DialogueState, **extra: Any) -> str:
         values = {"task": state.get("task", ""), "plan": state.get("plan", ""),
                   "memories": state.get("memories") or "(none)", "turn": state.get("turn", 0),
-                  "tool_results": _tool_results_text(state.get("tool_results", [])), **extra}
+                  "tool_results": _tool_results_text(state.get("tool_results", [])),
+                  "results": _results_text(state.get("results", [])), **extra}
         return render(template, **values)
 
     def _messages(self, state: DialogueState, *tail: dict) -> list[dict]:
@@ -182,26 +207,49 @@ class SocraticGraph:
         if data.get("call_tool"):
             call = {"name": data["call_tool"], "arguments": data.get("arguments", {}), "turn": turn}
         self._voices.utterance("BRICK", task_id=state["task_id"], node="brick", turn=turn, text=analysis, data=data)
-        return {"turn": turn, "tool_request": request, "tool_call": call,
-                "transcript": self._exchange(instruction, analysis),
-                "dialogue": [{"persona": "BRICK", "node": "brick", "turn": turn, "text": analysis}]}
+        update: dict[str, Any] = {"turn": turn, "tool_request": request, "tool_call": call,
+                                  "dialogue": [{"persona": "BRICK", "node": "brick", "turn": turn, "text": analysis}]}
+        if turn == 1:  # held back until ROBIN has answered on her own (she is shown it to compare)
+            return {**update, "thesis": analysis}
+        return {**update, "transcript": self._exchange(instruction, analysis)}
 
     def robin(self, state: DialogueState, config: RunnableConfig) -> dict:
+        """Turn 1: ROBIN answers blind, then is shown BRICK's answer. Later turns: she checks his
+        revision. When the task asks for one number she states both results as numbers and the graph
+        compares them; otherwise she gives a verdict. Either, with the drift between the two texts,
+        is the dissonance."""
         cancel = _cancel_of(config)
         turn = state["turn"]
-        instruction = self._fill(self._prompts.antithesis, state)
+        blind = turn == 1 and bool(state.get("thesis"))
+        numeric = (state.get("form") or {}).get("form") == "number"
+        instruction = self._fill(self._prompts.second_opinion if blind else self._prompts.antithesis, state)
         seen, reply = self._speak("ROBIN", "robin", state, instruction, turn, self._config.antithesis_tokens, cancel)
-        data = self._decide("ROBIN", "robin", state, seen, reply, self._fill(self._prompts.verdict, state),
-                            schemas.VERDICT, turn, cancel)
-        analysis = next((d["text"] for d in reversed(state.get("dialogue", [])) if d["node"] == "brick"), "")
-        measured = dissonance.measure(data["verdict"], analysis, reply, self._voices.embed,
+        analysis = state["thesis"] if blind else next(
+            (d["text"] for d in reversed(state.get("dialogue", [])) if d["node"] == "brick"), "")
+        if numeric:
+            template = self._prompts.compare_results if blind else self._prompts.results
+        else:
+            template = self._prompts.compare if blind else self._prompts.verdict
+        question = self._fill(template, state, analysis=analysis)
+        data = self._decide("ROBIN", "robin", state, seen, reply, question,
+                            schemas.RESULTS if numeric else schemas.VERDICT, turn, cancel)
+        update: dict[str, Any] = {}
+        if numeric:
+            verdict = "aligned" if same_number(data["mine"], data["brick"]) else "opposed"
+            update["results"] = [{"turn": turn, "brick": data["brick"], "robin": data["mine"]}]
+        else:
+            verdict = data["verdict"]
+        measured = dissonance.measure(verdict, analysis, reply, self._voices.embed,
                                       self._config.dissonance_embedding_weight)
         self._voices.record_dissonance("ROBIN", measured.value)
         self._voices.utterance("ROBIN", task_id=state["task_id"], node="robin", turn=turn, text=reply,
-                               data={"dissonance": measured.value, **measured.as_map()})
+                               data={"dissonance": measured.value, **measured.as_map(),
+                                     **({"results": data} if numeric else {})})
         self._bus.publish("dissonance", task_id=state["task_id"], turn=turn, value=measured.value,
                           verdict=measured.verdict, similarity=measured.similarity)
-        return {"dissonance": [measured.value], "transcript": self._exchange(instruction, reply),
+        # the question (with BRICK's answer in it, the first time) and her answer join the conversation
+        transcript = self._exchange(instruction, reply) + self._exchange(question, json.dumps(data))
+        return {**update, "dissonance": [measured.value], "transcript": transcript,
                 "dialogue": [{"persona": "ROBIN", "node": "robin", "turn": turn, "text": reply}]}
 
     def tool_forge(self, state: DialogueState, config: RunnableConfig) -> dict:
@@ -224,7 +272,7 @@ class SocraticGraph:
         cancel = _cancel_of(config)
         """Run one registered tool in the sandbox; its result joins the dialogue."""
         call = state["tool_call"] or {}
-        outcome = self._workshop.call(call.get("name", ""), call.get("arguments", {}))
+        outcome = self._workshop.call(call.get("name", ""), call.get("arguments", {}), cancel=cancel)
         if cancel.is_set():
             raise TaskCancelled()
         return {"tool_call": None, "tool_calls": state.get("tool_calls", 0) + 1,
@@ -318,7 +366,8 @@ class SocraticGraph:
             self.forget(task_id)  # a finished or foreign record must not be added to
         initial: DialogueState = {"task_id": task_id, "task": task, "memories": memories, "turn": 0,
                                   "transcript": [], "dialogue": [], "dissonance": [], "tool_results": [],
-                                  "forges": 0, "tool_calls": 0, "tool_request": None, "tool_call": None}
+                                  "forges": 0, "tool_calls": 0, "tool_request": None, "tool_call": None,
+                                  "results": []}
         return self._compiled.invoke(initial, config)
 
     def forget(self, task_id: str) -> None:

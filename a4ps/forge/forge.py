@@ -40,6 +40,9 @@ FORGING_PERSONA = "BRICK"
 # Code wants near-greedy decoding and at most a light repeat penalty (indentation and names repeat
 # by nature; the schema's bounds are what stop a loop).
 FORGE_TEMPERATURE, FORGE_TOP_P, FORGE_REPEAT_PENALTY = 0.2, 0.9, 1.05
+# After a revision failed too, the next attempt starts afresh, sampled hotter: asked again on the same
+# conversation a small model repeats its revision word for word (measured: attempts 2 and 3 identical).
+FRESH_TEMPERATURE = 0.8
 MAX_FAILURES_SHOWN = 3
 CANCELLED = "cancelled"
 # The sandbox itself broke (not the guest): a stuck runtime control command raises TimeoutExpired.
@@ -119,7 +122,7 @@ def failure_feedback(report: HarnessReport) -> str:
     return "\n".join(lines)
 
 
-def _retry_request(problem: str, failures: list[dict[str, Any]], repeated: bool) -> str:
+def _retry_request(problem: str, failures: list[dict[str, Any]]) -> str:
     """The follow-up turn after a failed attempt (the attempt itself is the turn before it).
 
     When an assert compared a result with an expected value, the model is asked to settle exactly
@@ -137,14 +140,8 @@ def _retry_request(problem: str, failures: list[dict[str, Any]], repeated: bool)
                "wrong; then correct it.")
     else:
         fix = "In diagnosis, say what you will change (verdict: what was wrong); change only that."
-    again = "It is the same code and tests as your answer before, which failed the same way: change them. " \
-        if repeated else ""
-    return (f"That tool was not accepted:\n{problem}\n{again}{fix} Then give the whole corrected tool "
+    return (f"That tool was not accepted:\n{problem}\n{fix} Then give the whole corrected tool "
             "(name, docstring, code, tests).")
-
-
-def _same_tool(answer: dict, previous: tuple[dict, str] | None) -> bool:
-    return previous is not None and (answer["code"], answer["tests"]) == (previous[0]["code"], previous[0]["tests"])
 
 
 def _checked_call(check: str) -> str:
@@ -204,7 +201,7 @@ class ToolForge:
 
     # --- forging ---------------------------------------------------------------------------------
     def _ask(self, spec: str, previous: tuple[dict, str] | None, on_token: Callable[[str], None] | None,
-             cancel: threading.Event | None) -> tuple[dict, str]:
+             cancel: threading.Event | None, temperature: float = FORGE_TEMPERATURE) -> tuple[dict, str]:
         """One schema-constrained answer. After a failure the model sees its own previous answer and
         what was wrong with it (only the last one, so the context stays small)."""
         proto = self._protos.get(FORGING_PERSONA)
@@ -217,7 +214,7 @@ class ToolForge:
         schema = schemas.TOOL if previous is None else schemas.TOOL_REVISION
         result = self._models.chat(
             messages, model=proto.model, schema=schema, on_token=on_token, stream_field="code",
-            sampling=Sampling(min(proto.temperature, FORGE_TEMPERATURE), FORGE_TOP_P, self._max_tokens,
+            sampling=Sampling(temperature, FORGE_TOP_P, self._max_tokens,
                               FORGE_REPEAT_PENALTY, should_stop=cancel.is_set if cancel is not None else None))
         self._protos.record_call(FORGING_PERSONA, result.completion_tokens)
         return result.data or {}, proto.model
@@ -232,6 +229,7 @@ class ToolForge:
         """
         outcome = ForgeOutcome(ok=False, spec=spec)
         previous: tuple[dict, str] | None = None
+        temperature = min(self._protos.get(FORGING_PERSONA).temperature, FORGE_TEMPERATURE)
         failed_checks: dict[str, str] = {}  # the call of a failed check -> what it returned, in the last test run
         with self._lock:
             for attempt in range(1, self._max_retries + 1):
@@ -241,7 +239,8 @@ class ToolForge:
                 outcome.attempts.append(record)
                 started = time.perf_counter()
                 try:
-                    answer, model = self._ask(spec, previous, on_token, cancel)
+                    revising = previous is not None
+                    answer, model = self._ask(spec, previous, on_token, cancel, temperature)
                 except ModelCancelled:
                     record["error"] = CANCELLED
                     return _cancelled(outcome)
@@ -253,7 +252,6 @@ class ToolForge:
                 record["model_s"] = round(time.perf_counter() - started, 2)
                 if answer.get("diagnosis"):
                     record["diagnosis"], record["verdict"] = answer["diagnosis"], answer["verdict"]
-                repeated = _same_tool(answer, previous)
                 dropped = _drop_disowned_checks(answer, previous, failed_checks)
                 prepared = prepare_tool(answer["name"], answer.get("docstring", ""), answer["code"], answer["tests"])
                 record["name"] = prepared.name
@@ -264,7 +262,9 @@ class ToolForge:
                 except ToolCheckError as exc:
                     record["error"] = outcome.error = str(exc)
                     record["seconds"] = round(time.perf_counter() - started, 2)
-                    previous, failed_checks = (answer, _retry_request(exc.feedback, [], repeated)), {}
+                    previous, failed_checks = (answer, _retry_request(exc.feedback, [])), {}
+                    if revising:
+                        previous, temperature = None, FRESH_TEMPERATURE
                     continue
                 try:
                     report = run_in_sandbox(self._executor, checked.name, prepared.code, tests=prepared.tests,
@@ -289,7 +289,9 @@ class ToolForge:
                     failures = (report.data or {}).get("failed", [])
                     failed_checks = {_checked_call(f["line"]): f["got"] for f in failures
                                      if f.get("line", "").startswith("assert ") and "got" in f and "expected" in f}
-                    previous = (answer, _retry_request(problem, failures, repeated))
+                    previous = (answer, _retry_request(problem, failures))
+                    if revising:
+                        previous, failed_checks, temperature = None, {}, FRESH_TEMPERATURE
                     continue
                 tool = Tool(name=checked.name, docstring=checked.docstring, signature=checked.signature, spec=spec,
                             source=prepared.code, tests=prepared.tests, test_names=list(checked.test_names),

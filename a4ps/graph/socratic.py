@@ -358,10 +358,14 @@ class SocraticGraph:
                                   "recursion_limit": 6 * self._config.max_turns + 10}
         if self._checkpointer is not None:
             saved = self._compiled.get_state(config)
-            if saved.next:
+            # A kill can land after a node's writes were saved but before the next checkpoint: LangGraph
+            # then lists that node under `tasks` (with its writes) rather than `next`. Either way the
+            # run is unfinished, and invoke(None) applies the saved writes and goes on from there.
+            if saved.next or saved.tasks:
+                at = list(saved.next) or [t.name for t in saved.tasks]
                 done = len(saved.values.get("dialogue", []))
-                log.info("task %s resumes at %s (%d utterance(s) kept)", task_id, ", ".join(saved.next), done)
-                self._bus.publish("task_resumed", task_id=task_id, at=list(saved.next), utterances=done)
+                log.info("task %s resumes at %s (%d utterance(s) kept)", task_id, ", ".join(at), done)
+                self._bus.publish("task_resumed", task_id=task_id, at=at, utterances=done)
                 return self._compiled.invoke(None, config)
             self.forget(task_id)  # a finished or foreign record must not be added to
         initial: DialogueState = {"task_id": task_id, "task": task, "memories": memories, "turn": 0,

@@ -50,7 +50,7 @@ def revised(answer: dict, diagnosis: str = "The test expects the count of words.
 
 
 GCD_CASES = [([12, 18], 6), ([17, 5], 1), ([100, 75], 25), ([7, 7], 7), ([1, 99], 1), ([270, 192], 6)]
-QWEN = Path("/work/models/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf")
+QWEN = Path(__file__).resolve().parents[1] / "data" / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"  # assembled by set-up
 
 
 def settings_for(tmp_path, host=None, retries=3):

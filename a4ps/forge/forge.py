@@ -231,15 +231,18 @@ class ToolForge:
         previous: tuple[dict, str] | None = None
         temperature = min(self._protos.get(FORGING_PERSONA).temperature, FORGE_TEMPERATURE)
         failed_checks: dict[str, str] = {}  # the call of a failed check -> what it returned, in the last test run
+        revising = False
         with self._lock:
             for attempt in range(1, self._max_retries + 1):
                 if cancel is not None and cancel.is_set():
                     return _cancelled(outcome)
+                if revising and previous is not None:  # the revision failed too: start afresh, hotter
+                    previous, failed_checks, temperature = None, {}, FRESH_TEMPERATURE
+                revising = previous is not None
                 record: dict[str, Any] = {"attempt": attempt}
                 outcome.attempts.append(record)
                 started = time.perf_counter()
                 try:
-                    revising = previous is not None
                     answer, model = self._ask(spec, previous, on_token, cancel, temperature)
                 except ModelCancelled:
                     record["error"] = CANCELLED
@@ -263,8 +266,6 @@ class ToolForge:
                     record["error"] = outcome.error = str(exc)
                     record["seconds"] = round(time.perf_counter() - started, 2)
                     previous, failed_checks = (answer, _retry_request(exc.feedback, [])), {}
-                    if revising:
-                        previous, temperature = None, FRESH_TEMPERATURE
                     continue
                 try:
                     report = run_in_sandbox(self._executor, checked.name, prepared.code, tests=prepared.tests,
@@ -290,8 +291,6 @@ class ToolForge:
                     failed_checks = {_checked_call(f["line"]): f["got"] for f in failures
                                      if f.get("line", "").startswith("assert ") and "got" in f and "expected" in f}
                     previous = (answer, _retry_request(problem, failures))
-                    if revising:
-                        previous, failed_checks, temperature = None, {}, FRESH_TEMPERATURE
                     continue
                 tool = Tool(name=checked.name, docstring=checked.docstring, signature=checked.signature, spec=spec,
                             source=prepared.code, tests=prepared.tests, test_names=list(checked.test_names),

@@ -6,7 +6,7 @@ appends to it, so a local model re-reads nothing it has already processed (llama
 longest cached prefix), and every persona sees the whole discussion.
 
 One exception makes the debate worth having: in the first round ROBIN answers blind. BRICK's first
-answer is held back (`thesis`) until she has given her own, then shown to her to compare with. Two
+answer stays out of the conversation until she has given her own, then is shown to her to compare with. Two
 answers reached independently disagree where one of them slipped; a reply written after reading the
 other mostly agrees with it (a small model anchors on what it reads), and then the debate adds nothing.
 """
@@ -47,7 +47,6 @@ class DialogueState(TypedDict, total=False):
     transcript: Annotated[list[dict], operator.add]  # the shared conversation (chat messages)
     dialogue: Annotated[list[dict], operator.add]    # who said what, for people and memory
     turn: int
-    thesis: str  # BRICK's first answer, held back from the conversation until ROBIN has answered blind
     results: Annotated[list[dict], operator.add]  # number tasks: each round's {"turn", "brick", "robin"}
     dissonance: Annotated[list[float], operator.add]
     tool_request: dict | None
@@ -210,7 +209,7 @@ class SocraticGraph:
         update: dict[str, Any] = {"turn": turn, "tool_request": request, "tool_call": call,
                                   "dialogue": [{"persona": "BRICK", "node": "brick", "turn": turn, "text": analysis}]}
         if turn == 1:  # held back until ROBIN has answered on her own (she is shown it to compare)
-            return {**update, "thesis": analysis}
+            return update
         return {**update, "transcript": self._exchange(instruction, analysis)}
 
     def robin(self, state: DialogueState, config: RunnableConfig) -> dict:
@@ -220,12 +219,11 @@ class SocraticGraph:
         is the dissonance."""
         cancel = _cancel_of(config)
         turn = state["turn"]
-        blind = turn == 1 and bool(state.get("thesis"))
+        blind = turn == 1
         numeric = (state.get("form") or {}).get("form") == "number"
         instruction = self._fill(self._prompts.second_opinion if blind else self._prompts.antithesis, state)
         seen, reply = self._speak("ROBIN", "robin", state, instruction, turn, self._config.antithesis_tokens, cancel)
-        analysis = state["thesis"] if blind else next(
-            (d["text"] for d in reversed(state.get("dialogue", [])) if d["node"] == "brick"), "")
+        analysis = next((d["text"] for d in reversed(state.get("dialogue", [])) if d["node"] == "brick"), "")
         if numeric:
             template = self._prompts.compare_results if blind else self._prompts.results
         else:

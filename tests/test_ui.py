@@ -531,3 +531,51 @@ def test_the_approval_dialog_end_to_end_over_the_socket(tmp_path):
     after = tomllib.loads((config / "codex.toml").read_text())
     assert after["version"] == before["version"] + 1
     assert next(p for p in after["persona"] if p["name"] == "ROBIN")["system_prompt"] == NEW_PROMPT["value"]
+
+
+def test_every_done_task_gets_thumbs_that_send_rate_task_and_show_the_rating(tmp_path):
+    """A done task gets a rating bar (a failed one does not); a thumb sends `rate_task` and lights up from
+    the reply; a refused rating keeps the old one and says why; a `task_rated` event from elsewhere and
+    the snapshot's `curator.ratings` (after a reconnect) show the rating too."""
+    task = {"task_id": "t-1", "text": "Name a colour.", "source": "user", "created_at": 1.0, "turns": 1,
+            "dissonance": [], "result": "Blue.", "error": None, "status": "done"}
+    failed = {**task, "task_id": "t-2", "created_at": 2.0, "status": "failed", "result": None, "error": "model"}
+    snapshot = {"run_id": "r1", "provider": "embedded", "provider_reason": "test", "protos": [], "tools": [],
+                "tasks": [task, failed], "current_task": None, "image": {}, "codex_version": 3, "proposal": None,
+                "autonomy": {"state": "running", "reason": ""}, "curator": {"ratings": {}}}
+    peer = ProtocolPeer({"ping": {"ok": True, "pong": True, "provider": "embedded", "pid": 1, "time": 0.0},
+                         "get_state": {"ok": True, "state": snapshot, "seq": 0},
+                         "rate_task": {"ok": True, "task_id": "t-1", "rating": "up", "judged": True, "golden": True,
+                                       "change": "added"}})
+    settings = ui_settings(write_config(tmp_path / "config"), tmp_path / "ui-data", peer.pub_addr, peer.rep_addr)
+    try:
+        with running_workspace(settings) as ws:
+            peer.wait_subscribed()
+            wait_until(lambda: "t-1" in ws.dialogue.ratings, 10, "the thumbs under the done task")
+            assert "t-2" not in ws.dialogue.ratings, "a failed task has no answer to rate"
+            bar = ws.dialogue.ratings["t-1"]
+            assert bar.rating is None and bar.label.text == "Was this answer good?"
+            wait_stable(lambda: tuple(bar.up_button.pos), 10, "the bar laid out")
+            tap(bar.up_button)
+            wait_until(lambda: bar.rating == "up", 10, "the rating from the reply")
+            assert [(c["task_id"], c["rating"]) for c in peer.commands("rate_task")] == [("t-1", "up")]
+            assert bar.label.text == "You rated this answer good" and not bar.down_button.disabled
+
+            peer.set_reply("rate_task", {"ok": False, "code": "not_saved", "error": "disk full"})
+            tap(bar.down_button)
+            wait_until(lambda: any(isinstance(e, NoteEntry) and e.text == "Rating not taken: disk full"
+                                   for e in ws.dialogue.body.children), 10, "the refusal in the log")
+            assert bar.rating == "up" and not bar.sending, "the old rating stays"
+
+            peer.publish("task_rated", {"seq": 1, "time": time.time(), "task_id": "t-1", "rating": "down",
+                                        "judged": True, "golden": False, "change": "removed"})
+            wait_until(lambda: bar.rating == "down", 10, "a rating made elsewhere")
+            peer.publish("curated", {"seq": 2, "time": time.time(), "judged": 2, "golden": 1})
+            wait_until(lambda: any(isinstance(e, NoteEntry) and "judged 2 dialogue(s); 1 became golden" in e.text
+                                   for e in ws.dialogue.body.children), 10, "the pass in the log")
+
+            peer.set_reply("get_state", {"ok": True, "seq": 9, "state": {**snapshot, "curator": {"ratings": {"t-1": "up"}}}})
+            peer.publish("log", {"seq": 9, "time": time.time(), "level": "INFO", "logger": "t", "message": "gap"})
+            wait_until(lambda: ws.snapshots == 2 and bar.rating == "up", 10, "the snapshot's rating")
+    finally:
+        peer.close()

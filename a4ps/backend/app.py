@@ -16,7 +16,7 @@ from a4ps.autonomy.ledger import AutonomyLedger
 from a4ps.autonomy.motivator import Motivator
 from a4ps.autonomy.novelty import RepeatFilter
 from a4ps.backend.commands import CommandTable
-from a4ps.backend.compose import build_checkpointer, build_forge, build_memory, build_models
+from a4ps.backend.compose import build_checkpointer, build_curator, build_forge, build_memory, build_models
 from a4ps.backend.guard import CommandGuard, ensure_control_token
 from a4ps.backend.server import ZmqServer
 from a4ps.backend.supervisor import Supervisor
@@ -30,6 +30,7 @@ from a4ps.cadence.proposals import ProposalStore
 from a4ps.client import control_token_path
 from a4ps.config import Codex, Settings
 from a4ps.config.loader import codex_path
+from a4ps.curator.requests import register as register_curator
 from a4ps.events import EventBus
 from a4ps.events.bus import BusLogHandler
 from a4ps.graph import SocraticGraph, TaskCancelled
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 IMAGE_FORMAT = 2  # 2: protos stored as live edits over a codex version (1: whole Proto objects)
 PROPOSAL_PENDING = "a codex proposal awaits your decision"
+MODEL_LOOPS = ("task-worker", "motivator", "curator")  # loops that call the model: joined first, in this order
 
 
 class InquiryRefused(Exception):
@@ -102,10 +104,13 @@ class Backend:
                               on_decided=lambda: self.motivator.hold(None))
         if self.proposals.pending() is not None:
             self.motivator.hold(PROPOSAL_PENDING)
+        self.curator = build_curator(settings, codex, self.models, self.protos, self.voices, self.memory, self.tasks,
+                                     self.bus, self._stop)
         self.graph = SocraticGraph(self.voices, codex, settings.graph, self.bus, workshop=self.forge,
                                    recall=self.recall_for_plan, checkpointer=self.checkpoints)
         guard = CommandGuard(ensure_control_token(self.data_dir), control_token_path(self.data_dir))
         self.commands = CommandTable(self, guard)
+        register_curator(self.commands, self.curator)
         self.server = ZmqServer(settings.zmq.pub_addr, settings.zmq.rep_addr, settings.zmq.max_request_bytes,
                                 self.commands, snapshot=self.snapshot, allow_remote=settings.zmq.allow_remote)
 
@@ -123,6 +128,7 @@ class Backend:
             "autonomy": self.motivator.snapshot(),
             "proposal": self._pending_map(),
             "codex_version": self.codex.version,
+            "curator": self.curator.snapshot(),
             "loops": self.supervisor.health(),
             "image": {"path": str(self.image.last_path) if self.image.last_path else None,
                       "saved_at": self.image.last_saved_at},
@@ -384,6 +390,8 @@ class Backend:
         self.bus.subscribe("tool_created", self.motivator.on_event)
         self.bus.subscribe("high_cognitive_dissonance", self.motivator.on_event)
         self.supervisor.run("motivator", self.motivator.step)
+        self.bus.subscribe("task", self.curator.on_event)
+        self.supervisor.run("curator", self.curator.step)
         log.info("backend ready (pid %d, provider %s, data dir %s)", os.getpid(), self.models.provider_name,
                  self.data_dir)
 
@@ -393,6 +401,7 @@ class Backend:
             log.info("stopping: %s", reason)
             self._stop.set()
             self.motivator.interrupt()
+            self.curator.interrupt()
             self.tasks.wake()
 
     def wait(self) -> None:
@@ -407,10 +416,10 @@ class Backend:
         while self.tasks.running is not None and time.monotonic() < deadline:
             time.sleep(0.05)
         self._cancel_current.set()
-        still_running = self.supervisor.join(first=("task-worker", "motivator"))
+        still_running = self.supervisor.join(first=MODEL_LOOPS)
         if self.save_image_or_warn("shutdown") is None:
             log.info("living image saved; backend stopped")
-        if not {"task-worker", "motivator"} & set(still_running):  # never free the model under a generation
+        if not set(MODEL_LOOPS) & set(still_running):  # never free the model under a generation
             self.models.unload()
         self.memory.close()
         self.checkpoints.conn.close()

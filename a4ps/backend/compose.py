@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 
@@ -14,6 +15,13 @@ from a4ps.memory import MemoryStore, open_memory
 from a4ps.models import ModelManager, select_provider
 from a4ps.protos import ProtoManager
 from a4ps.sandbox import SecureCodeExecutor
+
+if TYPE_CHECKING:
+    import threading
+
+    from a4ps.backend.tasks import TaskQueue
+    from a4ps.curator.curator import Curator
+    from a4ps.graph.voice import Voices
 
 
 def build_models(settings: Settings, codex: Codex) -> ModelManager:
@@ -52,3 +60,27 @@ def build_checkpointer(settings: Settings) -> SqliteSaver:
     """LangGraph's SQLite checkpointer in the data dir: each task's graph progress, node by node."""
     path = Path(settings.data_dir) / "graph_checkpoints.sqlite"
     return SqliteSaver(sqlite3.connect(str(path), check_same_thread=False))
+
+
+def build_curator(settings: Settings, codex: Codex, models: ModelManager, protos: ProtoManager, voices: "Voices",
+                  memory: MemoryStore, tasks: "TaskQueue", bus: EventBus, stop: "threading.Event") -> "Curator":
+    """The Curator (organ 8): ALFRED judges remembered episodes; the best become golden samples."""
+    from a4ps.config.schema import STEWARD
+    from a4ps.curator.curator import Curator
+    from a4ps.curator.golden import FOLDER, GoldenSet
+    from a4ps.curator.judge import EpisodeJudge
+    from a4ps.curator.ledger import CurationLedger
+
+    def judge_model() -> str:  # what the provenance names: the file the embedded base runs, or the tag
+        if models.provider_name == "embedded":
+            return f"embedded:{models.provider.model_path.name}"
+        return f"{models.provider_name}:{protos.get(STEWARD).model}"
+
+    def task_status(task_id: str) -> str | None:
+        task = tasks.find(task_id)
+        return task.status if task is not None else None
+
+    data = Path(settings.data_dir)
+    return Curator(settings.autopoiesis, codex, CurationLedger(data / "curator"), GoldenSet(data / FOLDER),
+                   EpisodeJudge(voices, codex, judge_model), lambda limit: memory.recent_episodes(limit=limit),
+                   task_status, lambda: tasks.idle, bus, stop)

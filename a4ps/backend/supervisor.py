@@ -15,10 +15,12 @@ Shutdown order (Backend.shutdown; also in docs/protocol.md):
   1. the stop event is set: loops finish their current step and take no new work;
   2. the running task gets `backend.shutdown_grace_s` to finish, then is cancelled and re-queued;
   3. loops are joined: task-worker first (it owns the model), then motivator (it writes goals with
-     the model; stopping interrupts that), then every other loop in the order it was started
-     (tool-revalidation, autosave);
+     the model; stopping interrupts that), then curator (it asks the model for verdicts; stopping
+     interrupts that and the episode stays unjudged), then every other loop in the order it was
+     started (tool-revalidation, autosave);
   4. the living image is saved a last time;
-  5. the model is unloaded (only if the worker and the motivator ended) and memory is closed;
+  5. the model is unloaded (only if those three loops ended) and memory is closed (after the curator,
+     which reads it);
   6. the ZeroMQ server stops last, so the events of the steps above still reach clients.
 """
 

@@ -120,6 +120,15 @@ class Cadence(_Strict):
     proposal_attempts: int = Field(ge=1, le=10)
 
 
+class Autopoiesis(_Strict):
+    """The strategic loop (a4ps/curator): ALFRED judges finished dialogues; the best become golden samples."""
+
+    enabled: bool  # false: no periodic passes (a `curate` command still runs one)
+    curate_interval_s: float = Field(ge=10)
+    curation_threshold: float = Field(ge=0.0, le=1.0)  # an unrated episode judged at or above it is golden
+    episodes_per_pass: int = Field(ge=1, le=1000)
+
+
 class Logging(_Strict):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -136,6 +145,7 @@ class Settings(_Strict):
     memory: Memory
     autonomy: Autonomy
     cadence: Cadence
+    autopoiesis: Autopoiesis
     logging: Logging
 
 
@@ -177,6 +187,7 @@ class Prompts(_Strict):
     curiosity: str
     inquiry: str
     judge: str
+    curate: str
 
 
 class Principle(_Strict):

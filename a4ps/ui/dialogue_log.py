@@ -11,6 +11,7 @@ from kivy.uix.scrollview import ScrollView
 from kivy.utils import escape_markup
 
 from a4ps.ui import theme
+from a4ps.ui.rating import RatingBar
 from a4ps.ui.widgets import WrappedLabel
 
 NODE_LABELS = {"alfred_plan": "plan", "brick": "thesis", "robin": "antithesis", "tool_forge": "tool forge",
@@ -124,9 +125,13 @@ class NoteEntry(_Entry):
 class DialogueLog(BoxLayout):
     """Scrolling log of every task of this session; follows the newest line unless scrolled up."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, on_rate=None, **kwargs):
+        """`on_rate(task_id, rating)`: a thumb under a done task was pressed (no thumbs without it)."""
         kwargs.setdefault("orientation", "vertical")
         super().__init__(**kwargs)
+        self._on_rate = on_rate
+        self.ratings: dict[str, RatingBar] = {}
+        self._known_ratings: dict[str, str] = {}
         self.scroll = ScrollView(do_scroll_x=False, always_overscroll=False, scroll_wheel_distance=dp(48),
                                  bar_width=dp(6), scroll_type=["bars", "content"], bar_color=(0.55, 0.6, 0.7, 0.8),
                                  bar_inactive_color=(0.55, 0.6, 0.7, 0.3))
@@ -162,6 +167,8 @@ class DialogueLog(BoxLayout):
         self.body.remove_widget(entry)
         if isinstance(entry, TaskHeader):
             self.headers.pop(entry.task_id, None)
+        elif isinstance(entry, RatingBar):
+            self.ratings.pop(entry.task_id, None)
         elif isinstance(entry, MessageEntry):
             for key, message in list(self.messages.items()):
                 if message is entry:
@@ -188,6 +195,11 @@ class DialogueLog(BoxLayout):
             entry = self._message(header.task_id, "ALFRED", "alfred_synthesize", task.get("turns", 0))
             entry.close(str(task["result"]))
             self._synthesized.add(header.task_id)
+        if header.status == "done" and self._on_rate is not None and header.task_id not in self.ratings:
+            bar = RatingBar(header.task_id, self._on_rate)
+            bar.show(self._known_ratings.get(header.task_id))
+            self.ratings[header.task_id] = bar
+            self._add(bar)
         elif header.status == "failed":
             self.add_note(f"Task failed: {task.get('error') or 'no reason given'}", theme.BAD_HEX)
         elif header.status == "cancelled":
@@ -220,6 +232,16 @@ class DialogueLog(BoxLayout):
         entry.close(str(event.get("text", "")))
         if node == "alfred_synthesize":
             self._synthesized.add(task_id)
+
+    def set_rating(self, task_id: str, rating: str | None) -> None:
+        """The rating the backend holds for a task (its bar shows it now or once the task is done)."""
+        if rating is None:
+            self._known_ratings.pop(task_id, None)
+        else:
+            self._known_ratings[task_id] = rating
+        bar = self.ratings.get(task_id)
+        if bar is not None:
+            bar.show(rating)
 
     def add_note(self, text: str, colour_hex: str = theme.MUTED_HEX) -> NoteEntry:
         entry = NoteEntry(text, colour_hex)

@@ -57,7 +57,7 @@ class Workspace(BoxLayout):
         self.morph_canvas = MorphCanvas(MorphPositions.in_data_dir(settings.data_dir),
                                         on_proto_context=self.open_inspector, on_tool_tap=self.open_tool)
         self.plot = DissonancePlot(threshold=settings.graph.convergence_threshold)
-        self.dialogue = DialogueLog()
+        self.dialogue = DialogueLog(on_rate=self.rate_task)
         self.task_box = TaskBox(on_submit=self.submit_task, on_stop=self.stop_task)
 
         left = BoxLayout(orientation="vertical", spacing=dp(10), size_hint_x=0.54)
@@ -92,6 +92,8 @@ class Workspace(BoxLayout):
             "codex_changed": self._on_codex_changed,
             "autonomy": self.status_bar.set_autonomy,
             "goal": self._on_goal,
+            "task_rated": self._on_task_rated,
+            "curated": self._on_curated,
         }
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -127,6 +129,11 @@ class Workspace(BoxLayout):
         tasks = [t for t in snapshot.get("tasks") or [] if isinstance(t, dict) and isinstance(t.get("task_id"), str)]
         for task in sorted(tasks, key=lambda t: t.get("created_at") if _is_number(t.get("created_at")) else 0):
             self._show_task(task)
+        curator = snapshot.get("curator")
+        ratings = curator.get("ratings") if isinstance(curator, dict) else None
+        for task_id, rating in (ratings.items() if isinstance(ratings, dict) else ()):
+            if isinstance(task_id, str) and rating in ("up", "down"):
+                self.dialogue.set_rating(task_id, rating)
         current = snapshot.get("current_task")
         if isinstance(current, str):
             self.plot.set_current(current)
@@ -209,6 +216,29 @@ class Workspace(BoxLayout):
         if dialog is not None and not dialog.sending:
             dialog.dismiss()
             self.dialogue.add_note(f"Codex amendment {event.get('decision')}d elsewhere.", theme.MUTED_HEX)
+
+    def _on_task_rated(self, event: dict) -> None:
+        if isinstance(event.get("task_id"), str) and event.get("rating") in ("up", "down"):
+            self.dialogue.set_rating(event["task_id"], event["rating"])
+
+    def _on_curated(self, event: dict) -> None:
+        judged, golden = event.get("judged"), event.get("golden")
+        if isinstance(judged, int) and isinstance(golden, int) and judged:
+            self.dialogue.add_note(f"Curator: ALFRED judged {judged} dialogue(s); {golden} became golden samples.",
+                                   theme.MUTED_HEX)
+
+    def rate_task(self, task_id: str, rating: str) -> None:
+        """A thumb under a done task: the user's word on its answer (the Curator's override)."""
+        self.bridge.request("rate_task", lambda reply: self._rated(task_id, reply), task_id=task_id, rating=rating)
+
+    def _rated(self, task_id: str, reply: dict) -> None:
+        if reply.get("ok") and reply.get("rating") in ("up", "down"):
+            self.dialogue.set_rating(task_id, reply["rating"])
+            return
+        bar = self.dialogue.ratings.get(task_id)
+        if bar is not None:
+            bar.refused()
+        self.dialogue.add_note(f"Rating not taken: {reply.get('error', 'unknown error')}", theme.BAD_HEX)
 
     def set_autonomy(self, state: str) -> None:
         """The status bar's switch: pause or resume the society's self-set goals."""

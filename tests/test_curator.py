@@ -277,6 +277,58 @@ def test_a_person_s_task_comes_first_and_the_verdict_it_interrupted_is_asked_aga
     assert outcome["judged"] == 1 and inner.asked == 2 and len(s.golden(ANALYST)) == 1
 
 
+def test_the_loop_runs_a_requested_pass_at_once_a_periodic_one_when_due_and_none_while_work_waits(society):
+    from a4ps.curator.curator import Curator
+    from a4ps.curator.judge import EpisodeJudge
+
+    s = society(Verdicts(GOOD), **{"autopoiesis.curate_interval_s": 600.0})
+    now = [1000.0]
+
+    def build(config):
+        return Curator(config, s.codex, CurationLedger(s.golden_dir.parent / "curator"), GoldenSet(s.golden_dir),
+                       EpisodeJudge(s.voices, s.codex, lambda: "scripted"), lambda n: s.memory.recent_episodes(limit=n),
+                       lambda task_id: None, lambda: s.tasks.idle, s.bus, s.stop, clock=lambda: now[0])
+
+    curator = build(s.settings.autopoiesis)
+    s.finished_task("What is 1 + 2?", "1 + 2 = 3.", "Three.", "It is 3.")
+    curator.step()
+    assert s.published("curated") == [] and curator.next_due() == 1600.0, "not due before the interval"
+    waiting, _ = s.tasks.submit("A person's task.")
+    pass_id = curator.request_pass()
+    assert curator.request_pass() == pass_id, "asking twice before it starts is one pass"
+    curator.step()
+    assert s.published("curated") == [] and curator.snapshot()["requested"] == pass_id, "work waits: no pass yet"
+    s.tasks.finish(s.tasks.take(1.0), DONE, result="done")
+    curator.step()
+    ran = s.published("curated")
+    assert [(e["pass_id"], e["trigger"], e["judged"]) for e in ran] == [(pass_id, "request", 1)]
+    assert curator.snapshot()["last_run"]["pass_id"] == pass_id and curator.snapshot()["requested"] is None
+    now[0] += 599.0
+    curator.step()
+    assert len(s.published("curated")) == 1
+    now[0] += 2.0
+    curator.step()
+    assert [e["trigger"] for e in s.published("curated")] == ["request", "interval"]
+    off = build(s.settings.autopoiesis.model_copy(update={"enabled": False}))
+    now[0] += 10_000.0
+    off.step()
+    assert len(s.published("curated")) == 2 and off.next_due() is None, "disabled: no periodic pass"
+    off.request_pass()
+    off.step()
+    assert [e["trigger"] for e in s.published("curated")] == ["request", "interval", "request"], "curate still runs"
+
+
+def test_curate_without_a_backend_says_so_plainly(tmp_path):
+    from tests.support.config import free_port
+
+    env = {**os.environ, "A4PS_DATA_DIR": str(tmp_path / "data"), "A4PS_REP_ADDR": f"tcp://127.0.0.1:{free_port()}",
+           "A4PS_PUB_ADDR": f"tcp://127.0.0.1:{free_port()}"}
+    result = a4ps("curate", env=env)
+    assert result.returncode == 1 and "is the backend running?" in result.stderr and "Traceback" not in result.stderr
+    stats = a4ps("curator", "stats", env=env)
+    assert stats.returncode == 0 and stats.stdout.startswith("judged 0, golden 0"), "stats need no backend"
+
+
 def test_a_torn_last_line_is_skipped_reported_and_cut_before_the_next_append(tmp_path):
     path = tmp_path / "golden" / "BRICK.jsonl"
     append_lines(path, [{"n": 1}, {"n": 2, "text": "line\nbreak \u2028 and ü"}])

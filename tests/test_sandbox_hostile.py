@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from a4ps.config.loader import load_settings, project_root
-from a4ps.sandbox import KillReason, SandboxUnavailable, SecureCodeExecutor
+from a4ps.sandbox import KillReason, SandboxUnavailable, SecureCodeExecutor, docker_backend
 from tests.support import docker_engine
 
 BACKENDS = ("docker", "runsc", "bwrap")
@@ -178,7 +178,12 @@ def test_recursive_fork_bomb_is_killed_and_leaves_nothing(sandbox):
                 pass
     """, timeout_s=3)
     assert result.killed and result.kill_reason in (KillReason.TIMEOUT, KillReason.MEMORY), result.to_dict()
-    assert result.wall_ms < 20_000
+    # bwrap and runsc are killed by this process (their whole process group or sandbox), so they end
+    # promptly. Under docker the engine tears the gVisor sandbox down, and with a fork bomb's processes
+    # on a loaded machine that took 36 s in all once in CI (5 s here, usually): the backend's own
+    # contract there is an exit status within its API timeout after the kill, else a SandboxFailure.
+    bound_ms = 20_000 if result.backend != "docker" else 3_000 + docker_backend._API_TIMEOUT_S * 1000
+    assert result.wall_ms < bound_ms, result.to_dict()
     assert run_leftovers(sandbox, result, since, marker) == []
 
 

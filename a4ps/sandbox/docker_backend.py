@@ -289,6 +289,7 @@ class DockerBackend(SandboxBackend):
             container.start()
             waiter.start()
             woke = _wait_or_cancel(wake, timeout_s, cancel)
+            killed_at = None
             if not exit_status:
                 if any(truncated.values()):
                     reason = KillReason.OUTPUT_LIMIT
@@ -296,8 +297,14 @@ class DockerBackend(SandboxBackend):
                     reason = KillReason.CANCELLED
                 elif not woke:
                     reason = KillReason.TIMEOUT
+                killed_at = time.monotonic()
                 self._kill(container, run_id)  # also when the wait itself failed (raised below)
             waiter.join(_API_TIMEOUT_S)
+            if killed_at is not None:
+                # The engine tears the gVisor sandbox down; with a fork bomb's processes on a loaded machine
+                # that has taken from ~1 s to ~33 s (measured), so the figure is logged where it is seen.
+                log.info("docker run %s: %s; exit status %.0f ms after the kill", run_id, reason or "wait failed",
+                         (time.monotonic() - killed_at) * 1000.0)
             if waiter.is_alive():
                 raise SandboxFailure(f"docker run {run_id}: no exit status {_API_TIMEOUT_S} s after the kill")
             reader.join(_READER_JOIN_S)

@@ -127,6 +127,14 @@ class Autopoiesis(_Strict):
     curate_interval_s: float = Field(ge=10)
     curation_threshold: float = Field(ge=0.0, le=1.0)  # an unrated episode judged at or above it is golden
     episodes_per_pass: int = Field(ge=1, le=1000)
+    # the fine-tune (a4ps/finetune): a job starts when a persona's golden set grew by this many samples
+    fine_tune_trigger_size: int = Field(ge=1)
+    lora_rank: int = Field(ge=1, le=256)
+    train_steps: int = Field(ge=1, le=100000)
+    learning_rate: float = Field(gt=0.0, le=1.0)
+    # the gate and the swap (a4ps/adapters): held-out samples never trained on; promotion threshold
+    holdout_fraction: float = Field(gt=0.0, lt=1.0)
+    promotion_win_rate: float = Field(ge=0.0, le=1.0)
 
 
 class Logging(_Strict):
@@ -180,6 +188,8 @@ class Prompts(_Strict):
     antithesis: str
     verdict: str
     results: str
+    own_working: str
+    own_result: str
     synthesis: str
     forge: str
     goal: str

@@ -12,6 +12,7 @@ import pytest
 from a4ps.config import load_codex, load_settings
 from a4ps.events import EventBus
 from a4ps.graph import SocraticGraph, TaskCancelled
+from a4ps.graph import results as numbers
 from a4ps.graph.dissonance import VERDICT_VALUES, measure, off_topic
 from a4ps.graph.socratic import window
 from a4ps.graph.voice import Voices
@@ -37,6 +38,7 @@ def speaker(messages):
     for prefix, node in (("The person's task", "plan"), ("BRICK's part: answer", "thesis"),
                          ("BRICK's part: ROBIN has", "revision"),
                          ("ROBIN's part: answer the person's task yourself", "second_opinion"), ("ROBIN's part", "antithesis"),
+                         ("ALFRED's part: before the final", "own_working"),
                          ("ALFRED's part: write the final", "synthesis")):
         if last.startswith(prefix):
             return node
@@ -46,10 +48,11 @@ def speaker(messages):
 class Script:
     """Prose for each instruction; the constrained follow-ups: a tool decision and scripted verdicts."""
 
-    def __init__(self, verdicts, tool_on_turn=None, form="prose", results=()):
+    def __init__(self, verdicts, tool_on_turn=None, form="prose", results=(), own=()):
         self.verdicts = list(verdicts)
         self.form = form
         self.results = list(results)  # number tasks: (mine, brick) per ROBIN turn
+        self.own = list(own)  # number tasks: ALFRED's own result, when he is asked for one
         self.tool_on_turn = tool_on_turn
         self.thesis_count = 0
         self.models_seen = []
@@ -66,7 +69,7 @@ class Script:
                 self.thesis_count += 1
                 return f"Analysis {self.thesis_count}."
             return {"plan": "1. Understand. 2. Answer.", "antithesis": "I feel you.",
-                    "second_opinion": "My own answer.", "synthesis": "Final answer."}[node]
+                    "second_opinion": "My own answer.", "own_working": "My working.", "synthesis": "Final answer."}[node]
         props = fmt["properties"]
         if "form" in props:
             return json.dumps({"form": self.form, "items": 0, "list_marker": "1."})
@@ -79,6 +82,8 @@ class Script:
         if "mine" in props:
             mine, brick = self.results.pop(0)
             return json.dumps({"mine": mine, "brick": brick})
+        if "result" in props:
+            return json.dumps({"result": self.own.pop(0)})
         return json.dumps({"verdict": self.verdicts.pop(0)})
 
 
@@ -161,26 +166,61 @@ def test_the_personas_share_one_growing_conversation_and_robin_first_answers_bli
     assert [d["node"] for d in final["dialogue"]] == ["alfred_plan", "brick", "robin", "brick", "robin"]
 
 
-def test_number_tasks_compare_results_in_code_not_by_verdict():
-    """When the answer is one number, ROBIN states her result and BRICK's as JSON numbers and the
-    graph compares them: different numbers are opposed (another round), equal ones aligned, and the
-    synthesis is told the numbers of the last round."""
-    script = Script([], form="number", results=[(24, 27), (24, 24.0)])
+def test_number_tasks_compare_results_in_code_and_a_dispute_goes_to_a_blind_vote():
+    """When the answer is one number, ROBIN states her result and BRICK's as JSON numbers and the graph
+    compares them. Different numbers are not argued over: ALFRED works the task out on his own (he
+    reads the task and his plan, not their answers), and when two of the three agree that number is
+    the result; he writes the answer on from his own working, told the vote."""
+    script = Script([], form="number", results=[(24, 27)], own=[24.0])
     bus = EventBus()
     events = collect(bus)
     with OllamaStandIn(models=MODELS, responder=script) as server:
         graph, _ = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=3))
         final = graph.run("n1", "How many dollars does Ana pay?")
-    assert final["turn"] == 2 and final["results"] == [{"turn": 1, "brick": 27, "robin": 24},
-                                                       {"turn": 2, "brick": 24, "robin": 24}]
-    assert [e.payload["verdict"] for e in events if e.topic == "dissonance"] == ["opposed", "aligned"]
-    asked = [m[-1]["content"] for m in script.calls if m[-1]["content"].startswith(("Here is BRICK's", "ROBIN, as JSON"))]
-    assert len(asked) == 2 and "Analysis 1." in asked[0] and "the final number of BRICK's" in asked[0]
-    revision = next(m for m in script.calls if speaker(m) == "revision")
-    assert "BRICK's result: 27; ROBIN's result: 24. They disagree" in revision[-1]["content"]
+    assert final["turn"] == 1 and final["results"] == [{"turn": 1, "brick": 27, "robin": 24},
+                                                       {"turn": 1, "brick": 27, "robin": 24, "alfred": 24}]
+    assert [e.payload["verdict"] for e in events if e.topic == "dissonance"] == ["opposed"]
+    nodes = [e.payload["node"] for e in events if e.topic == "utterance"]
+    assert nodes == ["alfred_plan", "brick", "robin", "alfred_check", "alfred_synthesize"]
+    asked = [m[-1]["content"] for m in script.calls if m[-1]["content"].startswith("Here is BRICK's")]
+    assert len(asked) == 1 and "Analysis 1." in asked[0] and "the final number of BRICK's" in asked[0]
+    own = next(m for m in script.calls if speaker(m) == "own_working")
+    plan = next(m for m in script.calls if speaker(m) == "plan")
+    assert own[:len(plan)] == plan and len(own) == len(plan) + 2  # the task and his plan, then the request
+    assert not any(text in m["content"] for m in own for text in ("Analysis 1.", "My own answer."))
     synthesis = next(m for m in script.calls if speaker(m) == "synthesis")
-    assert "BRICK and ROBIN reached the same result: 24." in synthesis[-1]["content"]
-    assert script.verdicts == [] and script.results == []  # no verdict was asked for
+    assert synthesis[:len(own)] == own and synthesis[len(own)] == {"role": "assistant", "content": "My working."}
+    assert "BRICK 27, ROBIN 24, ALFRED 24. Two of the three reached 24: that is the result." in synthesis[-1]["content"]
+    assert final["answer"] == "Final answer."
+    assert script.verdicts == [] and script.results == [] and script.own == []  # no verdict was asked for
+
+
+def test_three_different_numbers_go_to_another_round_with_every_result_told():
+    """No two of three agree: BRICK revises in the shared conversation, told all three numbers; ROBIN
+    compares again, and the synthesis reads the whole conversation. Only one vote per task."""
+    script = Script([], form="number", results=[(24, 27), (25, 25)], own=[30])
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        graph, _ = build(server.host, EventBus(), graph_config(convergence_threshold=0.5, max_turns=3))
+        final = graph.run("n2", "How many dollars does Ana pay?")
+    assert final["turn"] == 2 and final["results"][-1] == {"turn": 2, "brick": 25, "robin": 25}
+    revision = next(m for m in script.calls if speaker(m) == "revision")
+    assert "BRICK 27, ROBIN 24, ALFRED 30. All three differ" in revision[-1]["content"]
+    assert not any("My working." in m["content"] for m in revision)  # his working stays his own
+    synthesis = next(m for m in script.calls if speaker(m) == "synthesis")
+    assert "BRICK and ROBIN reached the same result: 25." in synthesis[-1]["content"]
+    assert any("Analysis 2." in m["content"] for m in synthesis)
+    assert script.own == [] and script.results == []
+
+
+def test_the_vote_counts_two_equal_numbers_of_three():
+    assert numbers.majority({"turn": 1, "brick": 27, "robin": 24, "alfred": 24.0000000001}) == 24
+    assert numbers.majority({"turn": 1, "brick": 27, "robin": 24, "alfred": 27}) == 27
+    assert numbers.majority({"turn": 1, "brick": 1, "robin": 2, "alfred": 3}) is None
+    assert numbers.disputed([{"turn": 1, "brick": 1, "robin": 2}], 1)
+    assert not numbers.disputed([{"turn": 1, "brick": 2, "robin": 2}], 1)
+    assert not numbers.disputed([{"turn": 1, "brick": 1, "robin": 2}], 2)  # not this round's
+    assert not numbers.disputed([{"turn": 1, "brick": 1, "robin": 2, "alfred": 3},
+                                 {"turn": 2, "brick": 1, "robin": 2}], 2)  # one vote per task
 
 
 def test_window_keeps_the_task_and_the_latest_turns():

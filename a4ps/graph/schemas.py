@@ -20,6 +20,14 @@ RESULTS = {
     "additionalProperties": False,
 }
 
+# ALFRED's own result, when BRICK's and ROBIN's differ: the third vote.
+RESULT = {
+    "type": "object",
+    "properties": {"result": {"type": "number"}},
+    "required": ["result"],
+    "additionalProperties": False,
+}
+
 # ALFRED's reading of the form the final answer must take; a list of N items is then written under a
 # layout grammar that allows exactly N lines.
 FORM = {

@@ -1,4 +1,5 @@
-"""The LangGraph StateGraph of one task: alfred_plan -> brick -> robin -> router -> ... -> alfred_synthesize.
+"""The LangGraph StateGraph of one task: alfred_plan -> brick -> robin -> router -> ... -> alfred_synthesize
+(and alfred_check, when BRICK and ROBIN reach different numbers).
 
 The personas share one conversation: a system message that introduces the society (from the codex),
 then every instruction and every answer in the order they happened (`transcript`). Each call only
@@ -9,13 +10,14 @@ One exception makes the debate worth having: in the first round ROBIN answers bl
 answer stays out of the conversation until she has given her own, then is shown to her to compare with. Two
 answers reached independently disagree where one of them slipped; a reply written after reading the
 other mostly agrees with it (a small model anchors on what it reads), and then the debate adds nothing.
+For the same reason a disputed number is not argued over in the shared conversation: ALFRED works it
+out on his own as a third voice, and two of three independent results decide it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import operator
 import threading
 from typing import Annotated, Any, Callable, Protocol, TypedDict
@@ -27,7 +29,7 @@ from langgraph.graph import END, START, StateGraph
 from a4ps.config.schema import Codex, Graph
 from a4ps.config.templates import render
 from a4ps.events import EventBus
-from a4ps.graph import dissonance, schemas
+from a4ps.graph import dissonance, results as numbers, schemas
 from a4ps.graph.voice import TaskCancelled, Voices
 from a4ps.models.structured import list_layout
 
@@ -47,7 +49,8 @@ class DialogueState(TypedDict, total=False):
     transcript: Annotated[list[dict], operator.add]  # the shared conversation (chat messages)
     dialogue: Annotated[list[dict], operator.add]    # who said what, for people and memory
     turn: int
-    results: Annotated[list[dict], operator.add]  # number tasks: each round's {"turn", "brick", "robin"}
+    results: Annotated[list[dict], operator.add]  # number tasks: each round's {"turn", "brick", "robin"[, "alfred"]}
+    check: list[dict]  # ALFRED's own working of a disputed number (his blind exchange), for the synthesis
     dissonance: Annotated[list[float], operator.add]
     tool_request: dict | None
     tool_call: dict | None
@@ -84,21 +87,6 @@ def _tool_results_text(results: list[dict]) -> str:
     if not results:
         return ""
     return "\n\nTool results:\n" + "\n".join(f"- {r['summary']}" for r in results[-3:])
-
-
-def same_number(first: float, second: float) -> bool:
-    return math.isclose(first, second, rel_tol=1e-6, abs_tol=1e-9)
-
-
-def _results_text(results: list[dict]) -> str:
-    """The last round's numbers, for the synthesis (empty unless the task asks for a number)."""
-    if not results:
-        return ""
-    last = results[-1]
-    brick, robin = (f"{last[k]:g}" for k in ("brick", "robin"))
-    if same_number(last["brick"], last["robin"]):
-        return f"\nBRICK and ROBIN reached the same result: {brick}."
-    return f"\nBRICK's result: {brick}; ROBIN's result: {robin}. They disagree: check which one is right."
 
 
 def window(transcript: list[dict], max_chars: int) -> list[dict]:
@@ -144,7 +132,7 @@ class SocraticGraph:
         values = {"task": state.get("task", ""), "plan": state.get("plan", ""),
                   "memories": state.get("memories") or "(none)", "turn": state.get("turn", 0),
                   "tool_results": _tool_results_text(state.get("tool_results", [])),
-                  "results": _results_text(state.get("results", [])), **extra}
+                  "results": numbers.results_text(state.get("results", [])), **extra}
         return render(template, **values)
 
     def _messages(self, state: DialogueState, *tail: dict) -> list[dict]:
@@ -233,7 +221,7 @@ class SocraticGraph:
                             schemas.RESULTS if numeric else schemas.VERDICT, turn, cancel)
         update: dict[str, Any] = {}
         if numeric:
-            verdict = "aligned" if same_number(data["mine"], data["brick"]) else "opposed"
+            verdict = "aligned" if numbers.same_number(data["mine"], data["brick"]) else "opposed"
             update["results"] = [{"turn": turn, "brick": data["brick"], "robin": data["mine"]}]
         else:
             verdict = data["verdict"]
@@ -284,14 +272,40 @@ class SocraticGraph:
         return {"tool_results": [{"kind": kind, "ok": outcome.ok, "summary": outcome.summary}],
                 "dialogue": [{"persona": "BRICK", "node": node, "turn": turn, "text": outcome.summary}]}
 
+    def alfred_check(self, state: DialogueState, config: RunnableConfig) -> dict:
+        """BRICK and ROBIN reached different numbers: ALFRED works the task out on his own, blind as
+        ROBIN's first answer was (he reads the task and his plan, not their answers), and the three
+        results go to a vote (a4ps.graph.results)."""
+        cancel = _cancel_of(config)
+        turn = state["turn"]
+        opening = window(state.get("transcript", []), self._config.transcript_chars)[:2]  # the task and the plan
+        instruction = self._fill(self._prompts.own_working, state)
+        seen = [{"role": "system", "content": self._society()}, *opening, {"role": "user", "content": instruction}]
+        working = self._voices.speak("ALFRED", seen, task_id=state["task_id"], node="alfred_check", turn=turn,
+                                     cancel=cancel, max_tokens=self._config.thesis_tokens) or "(no answer)"
+        question = self._fill(self._prompts.own_result, state)
+        data = self._decide("ALFRED", "alfred_check", state, seen, working, question, schemas.RESULT, turn, cancel)
+        entry = {**state["results"][-1], "alfred": data["result"]}
+        self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_check", turn=turn, text=working,
+                               data={"results": entry, "majority": numbers.majority(entry)})
+        return {"results": [entry], "check": [*seen, {"role": "assistant", "content": working}],
+                "dialogue": [{"persona": "ALFRED", "node": "alfred_check", "turn": turn, "text": working}]}
+
     def alfred_synthesize(self, state: DialogueState, config: RunnableConfig) -> dict:
         cancel = _cancel_of(config)
         turn = state.get("turn", 0)
         instruction = self._fill(self._prompts.synthesis, state)
         form = state.get("form") or {}
         layout = list_layout(form["items"], form["list_marker"]) if form.get("form") == "list" and form.get("items") else None
-        _, answer = self._speak("ALFRED", "alfred_synthesize", state, instruction, turn,
-                                self._config.synthesis_tokens, cancel, layout=layout)
+        if numbers.decided(state.get("results", [])) is not None:
+            # two of three agree, ALFRED among them: he writes the answer on from his own working, which
+            # reached it (and a local model re-reads nothing: that prompt is still in its cache)
+            messages = [*state["check"], {"role": "user", "content": instruction}]
+            answer = self._voices.speak("ALFRED", messages, task_id=state["task_id"], node="alfred_synthesize",
+                                        turn=turn, cancel=cancel, max_tokens=self._config.synthesis_tokens) or "(no answer)"
+        else:
+            _, answer = self._speak("ALFRED", "alfred_synthesize", state, instruction, turn,
+                                    self._config.synthesis_tokens, cancel, layout=layout)
         self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_synthesize", turn=turn,
                                text=answer, data={})
         return {"answer": answer}
@@ -309,12 +323,20 @@ class SocraticGraph:
                          request["spec"][:120])
         if call and self._workshop is not None and state.get("tool_calls", 0) < max_turns:
             return "tool_call"
+        if numbers.disputed(state.get("results", []), turn):
+            return "alfred_check"
         if values and values[-1] > threshold and turn < max_turns:
             return "brick"
         if turn >= max_turns and values and all(v > threshold for v in values):
             self._bus.publish("high_cognitive_dissonance", task_id=state["task_id"], values=list(values),
                               threshold=threshold)
         return "alfred_synthesize"
+
+    def after_check(self, state: DialogueState) -> str:
+        """A vote with a majority is settled; three different numbers go to another round, if any is left."""
+        if numbers.decided(state["results"]) is not None or state["turn"] >= self._config.max_turns:
+            return "alfred_synthesize"
+        return "brick"
 
     def after_tool(self, state: DialogueState) -> str:
         """After a tool round BRICK continues, unless the turns are used up."""
@@ -329,11 +351,14 @@ class SocraticGraph:
         graph.add_node("robin", self.robin)
         graph.add_node("tool_forge", self.tool_forge)
         graph.add_node("tool_call", self.tool_call)
+        graph.add_node("alfred_check", self.alfred_check)
         graph.add_node("alfred_synthesize", self.alfred_synthesize)
         graph.add_edge(START, "alfred_plan")
         graph.add_edge("alfred_plan", "brick")
         graph.add_edge("brick", "robin")
-        graph.add_conditional_edges("robin", self.route, ["brick", "tool_forge", "tool_call", "alfred_synthesize"])
+        graph.add_conditional_edges("robin", self.route, ["brick", "tool_forge", "tool_call", "alfred_check",
+                                                          "alfred_synthesize"])
+        graph.add_conditional_edges("alfred_check", self.after_check, ["brick", "alfred_synthesize"])
         graph.add_conditional_edges("tool_forge", self.after_tool, ["brick", "tool_call", "alfred_synthesize"])
         graph.add_conditional_edges("tool_call", self.after_tool, ["brick", "alfred_synthesize"])
         graph.add_edge("alfred_synthesize", END)
@@ -369,7 +394,7 @@ class SocraticGraph:
         initial: DialogueState = {"task_id": task_id, "task": task, "memories": memories, "turn": 0,
                                   "transcript": [], "dialogue": [], "dissonance": [], "tool_results": [],
                                   "forges": 0, "tool_calls": 0, "tool_request": None, "tool_call": None,
-                                  "results": []}
+                                  "results": [], "check": []}
         return self._compiled.invoke(initial, config)
 
     def forget(self, task_id: str) -> None:

@@ -10,13 +10,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from a4ps.adapters.requests import register as register_adapters
 from a4ps.autonomy.curiosity import CuriosityTrial, ToolMissing
 from a4ps.autonomy.goals import GoalWriter
 from a4ps.autonomy.ledger import AutonomyLedger
 from a4ps.autonomy.motivator import Motivator
 from a4ps.autonomy.novelty import RepeatFilter
 from a4ps.backend.commands import CommandTable
-from a4ps.backend.compose import build_checkpointer, build_curator, build_forge, build_memory, build_models
+from a4ps.backend.compose import (build_adapters, build_checkpointer, build_curator, build_forge, build_memory,
+                                  build_models)
 from a4ps.backend.guard import CommandGuard, ensure_control_token
 from a4ps.backend.server import ZmqServer
 from a4ps.backend.supervisor import Supervisor
@@ -42,7 +44,8 @@ log = logging.getLogger(__name__)
 
 IMAGE_FORMAT = 2  # 2: protos stored as live edits over a codex version (1: whole Proto objects)
 PROPOSAL_PENDING = "a codex proposal awaits your decision"
-MODEL_LOOPS = ("task-worker", "motivator", "curator")  # loops that call the model: joined first, in this order
+# loops that call the model: joined first, in this order
+MODEL_LOOPS = ("task-worker", "motivator", "curator", "adapters")
 
 
 class InquiryRefused(Exception):
@@ -106,11 +109,14 @@ class Backend:
             self.motivator.hold(PROPOSAL_PENDING)
         self.curator = build_curator(settings, codex, self.models, self.protos, self.voices, self.memory, self.tasks,
                                      self.bus, self._stop)
+        self.adapters = build_adapters(settings, codex, self.models, self.protos, self.voices, self.tasks, self.bus,
+                                       self._stop, (state or {}).get("adapters"), self.save_image_or_warn)
         self.graph = SocraticGraph(self.voices, codex, settings.graph, self.bus, workshop=self.forge,
                                    recall=self.recall_for_plan, checkpointer=self.checkpoints)
         guard = CommandGuard(ensure_control_token(self.data_dir), control_token_path(self.data_dir))
         self.commands = CommandTable(self, guard)
         register_curator(self.commands, self.curator)
+        register_adapters(self.commands, self.adapters)
         self.server = ZmqServer(settings.zmq.pub_addr, settings.zmq.rep_addr, settings.zmq.max_request_bytes,
                                 self.commands, snapshot=self.snapshot, allow_remote=settings.zmq.allow_remote)
 
@@ -129,6 +135,7 @@ class Backend:
             "proposal": self._pending_map(),
             "codex_version": self.codex.version,
             "curator": self.curator.snapshot(),
+            "adapters": self.adapters.snapshot(),
             "loops": self.supervisor.health(),
             "image": {"path": str(self.image.last_path) if self.image.last_path else None,
                       "saved_at": self.image.last_saved_at},
@@ -150,7 +157,8 @@ class Backend:
     def image_state(self) -> dict[str, Any]:
         return {"format": IMAGE_FORMAT, "saved_at": time.time(), "codex_version": self.codex.version,
                 "protos": self.protos.export(), "tasks": self.tasks.export(),
-                "autonomy": self.motivator.snapshot(), "proposal_id": (self._pending_map() or {}).get("proposal_id")}
+                "autonomy": self.motivator.snapshot(), "proposal_id": (self._pending_map() or {}).get("proposal_id"),
+                "adapters": self.adapters.export()}
 
     def save_image(self, why: str) -> Path:
         """Raises ImageSaveError (an OSError) with a message that says where and why."""
@@ -326,12 +334,14 @@ class Backend:
         (never leaves it `running`) and then goes to the supervisor, which logs it and goes on."""
         self._cancel_current.clear()
         self._adopt_pending_codex()
+        self.adapters.apply_pending()  # swaps happen here, between tasks, never during one
         if not self._model_warm:
             self._warm_model()
         task = self.tasks.take(timeout=0.5)
         if task is None:
             return
         self._adopt_pending_codex()  # an approval that came while this step waited applies to this task
+        self.adapters.apply_pending()  # so does a swap
         if self._stop.is_set():  # taken just as shutdown began: leave it for the next start
             self.tasks.requeue(task)
             return
@@ -392,6 +402,8 @@ class Backend:
         self.supervisor.run("motivator", self.motivator.step)
         self.bus.subscribe("task", self.curator.on_event)
         self.supervisor.run("curator", self.curator.step)
+        self.bus.subscribe("task", self.adapters.on_event)
+        self.supervisor.run("adapters", self.adapters.step)
         log.info("backend ready (pid %d, provider %s, data dir %s)", os.getpid(), self.models.provider_name,
                  self.data_dir)
 
@@ -402,6 +414,7 @@ class Backend:
             self._stop.set()
             self.motivator.interrupt()
             self.curator.interrupt()
+            self.adapters.interrupt()
             self.tasks.wake()
 
     def wait(self) -> None:

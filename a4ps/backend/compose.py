@@ -18,6 +18,9 @@ from a4ps.sandbox import SecureCodeExecutor
 
 if TYPE_CHECKING:
     import threading
+    from typing import Callable
+
+    from a4ps.adapters.registry import AdapterRegistry
 
     from a4ps.backend.tasks import TaskQueue
     from a4ps.curator.curator import Curator
@@ -84,3 +87,26 @@ def build_curator(settings: Settings, codex: Codex, models: ModelManager, protos
     return Curator(settings.autopoiesis, codex, CurationLedger(data / "curator"), GoldenSet(data / FOLDER),
                    EpisodeJudge(voices, codex, judge_model), lambda limit: memory.recent_episodes(limit=limit),
                    task_status, lambda: tasks.idle, bus, stop)
+
+
+def build_adapters(settings: Settings, codex: Codex, models: ModelManager, protos: ProtoManager, voices: "Voices",
+                   tasks: "TaskQueue", bus: EventBus, stop: "threading.Event", saved: object,
+                   save: "Callable[[str], object]") -> "AdapterRegistry":
+    """The adapters (organ 9's gate and swap): the choice from the image, applied before the first task."""
+    from a4ps.adapters.choice import AdapterChoice
+    from a4ps.adapters.gate import AdapterGate
+    from a4ps.adapters.jobs import FOLDER
+    from a4ps.adapters.registry import AdapterRegistry
+    from a4ps.adapters.swap import AdapterSwap
+    from a4ps.config.schema import STEWARD
+
+    def judge_model() -> str:
+        return f"{models.provider_name}:{protos.get(STEWARD).model}"
+
+    root = Path(settings.data_dir) / FOLDER
+    choice = AdapterChoice(saved)
+    gate = AdapterGate(settings.autopoiesis, models, voices, codex, settings.models.max_tokens,
+                       settings.models.repeat_penalty, judge_model)
+    swap = AdapterSwap(root, models, protos, choice, bus, save)
+    swap.restore()
+    return AdapterRegistry(root, protos, choice, gate, swap, lambda: tasks.idle, bus, stop)

@@ -41,31 +41,41 @@ class ImpactPreview:
         graph = SocraticGraph(voices, codex, self._settings.graph.model_copy(update={"tools": False}), bus)
         return graph.run(task_id, text, cancel=cancel).get("answer", "")
 
-    def _prefers(self, codex: Codex, task: str, first: str, second: str, task_id: str, order: int,
-                 cancel: threading.Event) -> str:
-        system = next(p["system_prompt"] for p in self._judge.personas() if p["name"] == STEWARD)
-        prompt = render(codex.prompts.judge, task=task, first=first, second=second)
-        data = self._judge.decide(STEWARD, [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
-                                  JUDGE_SCHEMA, task_id=task_id, node="preview_judge", turn=order, cancel=cancel,
-                                  max_tokens=16)
-        return data["better"]
-
     def run(self, current: Codex, proposed: Codex, tasks: list[dict[str, Any]], task_id: str,
             cancel: threading.Event) -> dict[str, Any]:
         results = []
         for n, task in enumerate(tasks, 1):
             now = self._answer(current, f"{task_id}-preview{n}-current", task["task"], cancel)
             then = self._answer(proposed, f"{task_id}-preview{n}-proposed", task["task"], cancel)
-            # order 1: current is "1"; order 2: proposed is "1"
-            verdicts = [self._prefers(current, task["task"], now, then, task_id, 2 * n - 1, cancel),
-                        self._prefers(current, task["task"], then, now, task_id, 2 * n, cancel)]
-            proposed_won = [verdicts[0] == "2", verdicts[1] == "1"]
-            current_won = [verdicts[0] == "1", verdicts[1] == "2"]
+            verdicts = judge_blind(self._judge, current, task["task"], now, then, task_id=task_id,
+                                   turn=2 * n - 1, cancel=cancel)
             results.append({"task_id": task["task_id"], "task": task["task"], "current_answer": now,
-                            "proposed_answer": then, "verdicts": verdicts, "wins": sum(proposed_won),
-                            "losses": sum(current_won), "ties": verdicts.count("tie")})
+                            "proposed_answer": then, "verdicts": verdicts, **tally(verdicts)})
         return {"tasks": results, "wins": sum(r["wins"] for r in results),
                 "ties": sum(r["ties"] for r in results), "losses": sum(r["losses"] for r in results)}
+
+
+def _prefers(judge: Voices, codex: Codex, task: str, first: str, second: str, task_id: str, turn: int,
+             cancel: threading.Event, node: str) -> str:
+    system = next(p["system_prompt"] for p in judge.personas() if p["name"] == STEWARD)
+    prompt = render(codex.prompts.judge, task=task, first=first, second=second)
+    data = judge.decide(STEWARD, [{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+                        JUDGE_SCHEMA, task_id=task_id, node=node, turn=turn, cancel=cancel, max_tokens=16)
+    return data["better"]
+
+
+def judge_blind(judge: Voices, codex: Codex, task: str, old: str, new: str, *, task_id: str, turn: int,
+                cancel: threading.Event, node: str = "preview_judge") -> list[str]:
+    """ALFRED's two verdicts on `old` against `new`: first with old as "1", then with new as "1" (turns
+    `turn` and `turn + 1`), so a preference for a position cancels out. Also the adapter gate's judge."""
+    return [_prefers(judge, codex, task, old, new, task_id, turn, cancel, node),
+            _prefers(judge, codex, task, new, old, task_id, turn + 1, cancel, node)]
+
+
+def tally(verdicts: list[str]) -> dict[str, int]:
+    """judge_blind's verdicts as wins, losses and ties of the new answer."""
+    return {"wins": int(verdicts[0] == "2") + int(verdicts[1] == "1"),
+            "losses": int(verdicts[0] == "1") + int(verdicts[1] == "2"), "ties": verdicts.count("tie")}
 
 
 def preview_text(preview: dict[str, Any]) -> str:

@@ -3,6 +3,10 @@
 The file comes from the model catalog (assembled and verified on first use) or from
 `models.embedded.model_path`. One loaded model is shared by all personas (a lock serialises calls);
 JSON output is enforced by a GBNF grammar derived from the requested schema.
+
+Variants (a4ps/adapters' swap): a GGUF LoRA registered under a model name is applied, through
+llama.cpp's adapter API, to the calls that name it and to no other; the base stays loaded once.
+The prefix cache is only reused under the adapter that computed it (a4ps/models/lora.py).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any, Callable
 
 from a4ps.config.schema import EmbeddedModel
 from a4ps.models import catalog
+from a4ps.models.lora import LoraSet
 from a4ps.models.structured import schema_to_gbnf
 from a4ps.models.types import ChatResult, ModelCancelled, ModelError, Sampling, TokenCallback
 
@@ -60,6 +65,7 @@ class EmbeddedProvider:
         self._llm: Any = None
         self._lock = threading.RLock()
         self._grammars: dict[str, Any] = {}
+        self._loras = LoraSet()
 
     @property
     def model_path(self) -> Path:
@@ -94,6 +100,23 @@ class EmbeddedProvider:
                 log.info("embedded model %s loaded in %.2f s", path.name, time.perf_counter() - started)
             return self._llm
 
+    def add_variant(self, name: str, adapter_gguf: Path) -> float:
+        """Register `name` as the base plus this GGUF LoRA, loaded now (the model too, if it was not),
+        so a bad file fails here and not in a persona's turn; returns the seconds it took."""
+        with self._lock:
+            started = time.perf_counter()
+            self._loras.add(self.load(), name, Path(adapter_gguf))
+            return time.perf_counter() - started
+
+    def drop_variant(self, name: str) -> None:
+        with self._lock:
+            self._loras.drop(name)
+
+    def variants(self) -> dict[str, str]:
+        """Model name -> adapter file, for display."""
+        with self._lock:
+            return self._loras.names()
+
     def _grammar(self, schema: dict | None, layout: str | None) -> Any:
         """The compiled grammar for a JSON schema, else for a prose layout, else None (cached)."""
         from llama_cpp import LlamaGrammar
@@ -120,6 +143,7 @@ class EmbeddedProvider:
         with self._lock:
             llm = self.load()
             grammar = self._grammar(schema, sampling.layout)
+            self._loras.select(llm, model)  # this call's adapter (none for a base name); may drop the cache
             started = time.perf_counter()
             cached = [int(t) for t in llm.input_ids[: llm.n_tokens]]  # what the KV cache holds now
             pieces: list[str] = []
@@ -161,7 +185,7 @@ class EmbeddedProvider:
             reused = min(_common_prefix(cached, evaluated), prompt_tokens)
             return ChatResult(
                 text="".join(pieces),
-                model=self.model_path.name,
+                model=self._loras.label(model, self.model_path.name),
                 prompt_tokens=prompt_tokens,
                 completion_tokens=len(pieces),
                 seconds=time.perf_counter() - started,
@@ -175,6 +199,7 @@ class EmbeddedProvider:
     def unload(self, model: str | None = None) -> None:
         with self._lock:
             if self._llm is not None:
+                self._loras.forget_loaded()  # llama.cpp frees adapters with their model
                 self._llm.close()
                 self._llm = None
                 log.info("embedded model unloaded")

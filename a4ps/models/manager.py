@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 from typing import Callable, Protocol
 
 from a4ps.config.schema import Models
@@ -156,3 +157,20 @@ class ModelManager:
 
     def unload(self, model: str | None = None) -> None:
         self.provider.unload(model)
+
+    def make_variant(self, name: str, *, base: str, lora_gguf: Path, peft_files: list[Path]) -> float:
+        """Make model `name` = `base` + a LoRA adapter, ready to be named in chat; returns seconds.
+
+        Embedded: the GGUF LoRA over the one loaded base, applied only to calls naming `name`.
+        Ollama: a new tag FROM `base` with the PEFT files. ModelError (nothing made) when the adapter
+        is missing, damaged or refused."""
+        if isinstance(self.provider, EmbeddedProvider):
+            return self.provider.add_variant(name, lora_gguf)
+        if isinstance(self.provider, OllamaProvider):
+            return self.provider.add_variant(name, base, peft_files)
+        raise ModelError(f"the {self.provider.name} provider cannot make a variant with an adapter")
+
+    def drop_variant(self, name: str) -> None:
+        """Embedded: forget the variant (an Ollama tag stays on the server, to roll back to)."""
+        if isinstance(self.provider, EmbeddedProvider):
+            self.provider.drop_variant(name)

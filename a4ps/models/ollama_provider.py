@@ -8,6 +8,10 @@ moment: `Sampling.should_stop` is asked every STOP_POLL_S while the answer is aw
 load a model or read a long prompt for many seconds before its first token) and after every chunk;
 once it says stop, the request is cancelled, which closes its HTTP connection (Ollama then stops
 generating), and the call raises ModelCancelled.
+
+Variants (a4ps/adapters' swap): a PEFT adapter becomes a new tag FROM the base model, made with the
+client's `create_blob` (each adapter file uploaded, addressed by its sha256) and `create(model=...,
+from_=base, adapters={file name: digest})`; the persona then simply names that tag.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import concurrent.futures
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Coroutine, TypeVar
 
 import httpx
@@ -162,6 +167,28 @@ class OllamaProvider:
 
     def describe(self) -> str:
         return f"Ollama at {self.host}"
+
+    def add_variant(self, name: str, base: str, adapter_files: list[Path]) -> float:
+        """Create tag `name` FROM `base` with the adapter files (safetensors and its config); returns
+        the seconds it took. ModelError names the file or the server's refusal."""
+        started = time.perf_counter()
+        digests: dict[str, str] = {}
+        for path in adapter_files:
+            try:
+                digests[path.name] = self._client.create_blob(path)
+            except FileNotFoundError:
+                raise ModelError(f"adapter file not found: {path}") from None
+            except _ERRORS as exc:
+                raise ModelError(f"Ollama at {self.host} did not take the adapter file {path}: {exc}") from exc
+        try:
+            response = self._client.create(model=name, from_=base, adapters=digests)
+        except _ERRORS as exc:
+            raise ModelError(f"Ollama at {self.host} could not create {name} from {base} with the adapter: "
+                             f"{exc}") from exc
+        if response.status != "success":
+            raise ModelError(f"Ollama at {self.host} answered {response.status!r} to creating {name}")
+        log.info("Ollama: created %s from %s with adapter %s", name, base, ", ".join(digests))
+        return time.perf_counter() - started
 
 
 class _Stream:

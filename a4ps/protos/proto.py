@@ -8,6 +8,11 @@ and a change of model provider always take effect:
 - a `model` override belongs to the provider it was made for; under another provider the
   persona's model for that provider (from the codex) is used and the override waits.
 Counters and last dissonance are statistics, kept across restarts whatever the codex says.
+
+A persona may run with a LoRA adapter (a4ps/adapters): `set_adapter` makes `model` the variant that
+carries it and `adapter` names it; `clear_adapter` returns to the base. That is not a live edit (the
+adapter organ keeps the choice in the image and sets it again at start), and while an adapter is in
+use the model cannot be edited by hand (roll the adapter back first).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class Proto:
     max_tokens: int
     status: str = "idle"
     last_dissonance: float | None = None
+    adapter: str | None = None  # the LoRA adapter (job id) `model` carries, None: the base model
     counters: dict[str, int] = field(default_factory=lambda: {"calls": 0, "tokens": 0, "tasks": 0})
 
     @classmethod
@@ -79,6 +85,7 @@ class ProtoManager:
         self._personas = {p.name: p for p in codex.persona} if codex is not None else {}
         self._provider = provider
         self._overrides = overrides or {}  # persona -> key ("temperature", "model@ollama") -> record
+        self._bases: dict[str, str] = {}  # persona -> its model without the adapter it now runs with
 
     @classmethod
     def from_codex(cls, codex: Codex, provider: str, saved: Any = None,
@@ -114,6 +121,10 @@ class ProtoManager:
             for name, proto in fresh._protos.items():
                 if name in self._protos:
                     proto.status = self._protos[name].status
+                    old = self._protos[name]
+                    if old.adapter is not None:  # the adapter stays: its variant is kept, over the new base
+                        self._bases[name] = proto.model
+                        proto.model, proto.adapter = old.model, old.adapter
             self._protos.clear()
             self._protos.update(fresh._protos)
             self._codex_version, self._personas, self._overrides = fresh._codex_version, fresh._personas, fresh._overrides
@@ -174,6 +185,9 @@ class ProtoManager:
             clean[key] = value
         with self._lock:
             proto = self.get(name)
+            if "model" in clean and proto.adapter is not None:
+                raise ProtoEditError(f"{name} runs with the LoRA adapter {proto.adapter}; roll it back "
+                                     "(rollback_adapter) before changing its model")
             for key, value in clean.items():
                 setattr(proto, key, value)
                 self._record_override(name, key, value)
@@ -194,6 +208,31 @@ class ProtoManager:
             records[key] = {"value": value, "base": base}
         if not records:
             del self._overrides[name]
+
+    def set_adapter(self, name: str, adapter: str, model: str) -> Proto:
+        """From the next call on, the persona speaks with `model` (its base plus `adapter`)."""
+        with self._lock:
+            proto = self.get(name)
+            if proto.adapter is None:
+                self._bases[name] = proto.model
+            proto.model, proto.adapter = model, adapter
+        self._changed(proto)
+        return proto
+
+    def clear_adapter(self, name: str) -> Proto:
+        """From the next call on, the persona speaks with its base model again."""
+        with self._lock:
+            proto = self.get(name)
+            if proto.adapter is not None:
+                proto.model, proto.adapter = self._bases.pop(name, proto.model), None
+        self._changed(proto)
+        return proto
+
+    def base_model(self, name: str) -> str:
+        """The persona's model without any adapter (what an adapter is made over)."""
+        with self._lock:
+            proto = self.get(name)
+            return self._bases.get(name, proto.model) if proto.adapter is not None else proto.model
 
     def set_status(self, name: str, status: str) -> None:
         with self._lock:

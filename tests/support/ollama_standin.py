@@ -1,7 +1,9 @@
 """A stand-in Ollama server on 127.0.0.1 speaking Ollama's real HTTP API, for tests only.
 
 It implements /api/version, /api/tags, /api/ps, /api/chat (NDJSON streaming), /api/generate (used
-to unload with keep_alive=0) and /api/embed, with keep_alive residency. Answers come from a
+to unload with keep_alive=0) and /api/embed, with keep_alive residency; and, for adapters,
+/api/blobs/<digest> (HEAD: is it there; POST: upload, checked against its sha256) and /api/create
+(a new model FROM a known one with adapters given as uploaded blobs' digests; it then chats). Answers come from a
 responder the test gives (model, messages, format) -> content, so routing can be scripted while the
 real `ollama` client is used unmodified.
 
@@ -61,6 +63,8 @@ class OllamaStandIn:
         self.loaded: dict[str, float | None] = {}  # model -> expiry (monotonic) or None = forever
         self.requests: list[tuple[str, dict]] = []
         self.load_count: dict[str, int] = {}
+        self.blobs: dict[str, bytes] = {}  # "sha256:<hex>" -> the uploaded bytes
+        self.created: dict[str, dict] = {}  # model name -> the /api/create body that made it
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
@@ -129,9 +133,53 @@ class OllamaStandIn:
                 return json.loads(self.rfile.read(length) or b"{}")
 
             def do_HEAD(self) -> None:
-                self.send_response(200)
+                status = 200
+                if self.path.startswith("/api/blobs/"):
+                    server.requests.append(("HEAD " + self.path, {}))
+                    status = 200 if self.path[len("/api/blobs/"):] in server.blobs else 404
+                self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def _blob(self) -> None:
+                """POST /api/blobs/sha256:<hex>: the raw file; refused when its hash is not the name's."""
+                digest = self.path[len("/api/blobs/"):]
+                length = int(self.headers.get("Content-Length") or 0)
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    data = b""
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            self.rfile.readline()
+                            break
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                else:
+                    data = self.rfile.read(length)
+                actual = "sha256:" + hashlib.sha256(data).hexdigest()
+                server.requests.append((self.path, {"bytes": len(data), "sha256": actual}))
+                if actual != digest:
+                    self._json(400, {"error": "digest mismatch"})
+                    return
+                server.blobs[digest] = data
+                self.send_response(201)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _create(self, body: dict) -> None:
+                base, name = body.get("from"), body.get("model")
+                missing = [d for d in (body.get("adapters") or {}).values() if d not in server.blobs]
+                if base not in server.models:
+                    self._json(404, {"error": f"base model '{base}' not found"})
+                elif missing:
+                    self._json(400, {"error": f"blob(s) not uploaded: {', '.join(missing)}"})
+                elif not isinstance(name, str) or not name:
+                    self._json(400, {"error": "missing model name"})
+                else:
+                    server.created[name] = body
+                    if name not in server.models:
+                        server.models.append(name)
+                    self._json(200, {"status": "success"})
 
             def do_GET(self) -> None:
                 server.requests.append((self.path, {}))
@@ -153,6 +201,9 @@ class OllamaStandIn:
                     self._json(404, {"error": f"unknown path {self.path}"})
 
             def do_POST(self) -> None:
+                if self.path.startswith("/api/blobs/"):
+                    self._blob()
+                    return
                 try:
                     body = self._body()
                 except json.JSONDecodeError:
@@ -169,6 +220,8 @@ class OllamaStandIn:
                     server._touch(model, body.get("keep_alive"))
                     self._json(200, {"model": model, "created_at": _now(), "response": "", "done": True,
                                      "done_reason": "unload" if body.get("keep_alive") == 0 else "load"})
+                elif self.path == "/api/create":
+                    self._create(body)
                 elif self.path == "/api/embed":
                     server._touch(model, body.get("keep_alive"))
                     inputs = body.get("input")

@@ -12,13 +12,17 @@ few layers' attn_q/attn_v), which llama.cpp loads over the base and which change
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
+from a4ps.adapters.commands import gate_and_swap
 from a4ps.adapters.gate import KEPT_ASIDE, PROMOTED
 from a4ps.adapters.jobs import GATE, LORA_GGUF, PEFT_CONFIG, PEFT_WEIGHTS, REPORT
 from a4ps.adapters.swap import SwapError
@@ -33,7 +37,8 @@ from a4ps.models.types import Sampling
 from a4ps.protos import ProtoManager
 from a4ps.protos.proto import ProtoEditError
 from tests.support.backend import BackendProcess, wait_for_task
-from tests.support.config import write_config
+from a4ps.config.loader import project_root
+from tests.support.config import free_port, write_config
 from tests.support.ollama_standin import OllamaStandIn
 from tests.support.society_script import MODELS, SocietyScript
 
@@ -85,6 +90,12 @@ def make_job(data_dir: Path, job_id: str, *, persona: str = ANALYST, holdout: in
     if decision:
         (folder / GATE).write_text(json.dumps({"decision": decision, "win_rate": 0.25, "samples": []}))
     return folder
+
+
+def step(adapters) -> None:
+    """One turn of the backend's adapters loop, without its wait."""
+    adapters.request_gate()
+    adapters.step()
 
 
 class Script:
@@ -152,7 +163,7 @@ def test_a_better_adapter_is_promoted_with_a_full_report_and_swapped_in_between_
     rig = rig(lambda adapter_first: "1" if adapter_first else "2")  # ALFRED always prefers the adapter
     folder = make_job(rig.data, "job1")
     adapters = rig.adapters()
-    adapters.step()  # idle: gates the candidate, then puts it forward
+    step(adapters)  # idle: gates the candidate, then puts it forward
     gate = json.loads((folder / GATE).read_text())
     assert gate["decision"] == PROMOTED and gate["win_rate"] == 1.0 and gate["threshold"] == 0.55
     assert len(gate["samples"]) == 3 and gate["wins"] == 6 and gate["losses"] == 0
@@ -174,7 +185,7 @@ def test_a_better_adapter_is_promoted_with_a_full_report_and_swapped_in_between_
     assert rig.saves == ["adapter swapped"]
     row = adapters.listing()["personas"][ANALYST]["adapters"][0]
     assert row["status"] == "in_use" and row["win_rate"] == 1.0
-    adapters.step()
+    step(adapters)
     assert adapters.apply_pending() == [], "a promoted adapter is put forward once"
 
 
@@ -182,7 +193,7 @@ def test_a_worse_adapter_is_kept_aside_visible_and_promotable_by_hand(rig):
     rig = rig(lambda adapter_first: "2" if adapter_first else "1")  # ALFRED always prefers the base
     folder = make_job(rig.data, "job2")
     adapters = rig.adapters()
-    adapters.step()
+    step(adapters)
     gate = json.loads((folder / GATE).read_text())
     assert gate["decision"] == KEPT_ASIDE and gate["win_rate"] == 0.0 and gate["losses"] == 6
     assert adapters.apply_pending() == [] and rig.protos.get(ANALYST).adapter is None
@@ -201,7 +212,7 @@ def test_a_worse_adapter_is_kept_aside_visible_and_promotable_by_hand(rig):
 def test_position_bias_cancels_and_ties_count_half(rig, judge, expected):
     rig = rig(judge)
     folder = make_job(rig.data, "job3", holdout=2)
-    rig.adapters().step()
+    step(rig.adapters())
     gate = json.loads((folder / GATE).read_text())
     assert gate["win_rate"] == expected
     assert gate["decision"] == (PROMOTED if expected >= 0.55 else KEPT_ASIDE)
@@ -292,6 +303,22 @@ def test_a_missing_or_damaged_adapter_is_refused_clearly_and_the_persona_stays(r
         adapters.promote(ANALYST, "job8")
 
 
+def test_finetune_s_gate_step_without_a_backend_gates_here_and_a_backend_swaps_it_in_when_it_starts(rig):
+    rig = rig(lambda adapter_first: "1" if adapter_first else "tie")
+    rig.settings.zmq.rep_addr = f"tcp://127.0.0.1:{free_port()}"  # no backend there
+    folder = make_job(rig.data, "job10")
+    out = io.StringIO()
+    result = gate_and_swap(rig.settings, ANALYST, "job10", out=out)
+    assert result == {"win_rate": 0.75, "decision": PROMOTED, "promoted": True, "swapped": False}
+    assert "no backend runs" in out.getvalue() and json.loads((folder / GATE).read_text())["win_rate"] == 0.75
+    adapters = rig.adapters()  # a backend starting later
+    step(adapters)
+    assert [(a["topic"], a["adapter"]) for a in adapters.apply_pending()] == [("adapter_swapped", "job10")]
+    make_job(rig.data, "job11", lora=True).joinpath(REPORT).write_text(json.dumps({"holdout": []}))
+    failed = gate_and_swap(rig.settings, ANALYST, "job11", out=io.StringIO())
+    assert failed["promoted"] is False and "no held-out sample" in failed["gate_error"]
+
+
 def test_an_embedded_swap_refuses_a_file_that_is_no_gguf_before_anything_changes(tmp_path):
     from a4ps.adapters.swap import AdapterSwap
     from a4ps.adapters.choice import AdapterChoice
@@ -313,6 +340,11 @@ def test_an_embedded_swap_refuses_a_file_that_is_no_gguf_before_anything_changes
 
 
 # --- a real backend on the stand-in ----------------------------------------------------------------
+def cli(backend: BackendProcess, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "a4ps", *args], cwd=project_root(), env=backend.env,
+                          capture_output=True, text=True, timeout=120)
+
+
 def _chat_models(server: OllamaStandIn, since: int = 0) -> list[str]:
     return [body["model"] for path, body in server.requests[since:] if path == "/api/chat"]
 
@@ -354,8 +386,10 @@ def test_a_task_running_during_a_swap_ends_on_the_old_model_the_next_uses_the_ne
             assert "a4ps-brick:jobx" in after and BRICK_BASE not in after, after
             brick = next(p for p in backend.request("get_state")["state"]["protos"] if p["name"] == ANALYST)
             assert brick["adapter"] == "jobX"
-            listed = backend.request("list_adapters", )
-            assert listed["personas"][ANALYST]["current"] == "jobX"
+            listed = json.loads(cli(backend, "adapters", "--json").stdout)
+            assert listed["backend"] is True and listed["personas"][ANALYST]["current"] == "jobX"
+            row = listed["personas"][ANALYST]["adapters"][0]
+            assert row["status"] == "in_use" and row["by_hand"] is True
             events.close()
         with BackendProcess(data, config, extra_env=env) as backend:
             events = backend.subscribe()
@@ -368,12 +402,17 @@ def test_a_task_running_during_a_swap_ends_on_the_old_model_the_next_uses_the_ne
             assert brick["adapter"] == "jobX" and brick["model"] == "a4ps-brick:jobx", "restored from the image"
             refused = backend.request("rollback_adapter", persona=EMPATH)
             assert not refused["ok"] and refused["code"] == "nothing_to_roll_back"
-            assert backend.request("rollback_adapter", persona=ANALYST)["adapter"] is None
-            rolled = _wait_event(events, "adapter_swapped", 30)
-            assert rolled["reason"] == "rollback" and rolled["adapter"] is None
+            rolled = cli(backend, "rollback", ANALYST)
+            assert rolled.returncode == 0, rolled.stderr
+            assert rolled.stdout.startswith("BRICK now speaks with its base model (phi3:mini; was jobX)")
             brick = next(p for p in backend.request("get_state")["state"]["protos"] if p["name"] == ANALYST)
             assert brick["adapter"] is None and brick["model"] == BRICK_BASE
             events.close()
+        offline = json.loads(cli(backend, "adapters", "--json").stdout)
+        assert offline["backend"] is False, "read from the data dir and the image"
+        assert offline["personas"][ANALYST]["current"] is None and offline["personas"][ANALYST]["previous"] is None
+        row = offline["personas"][ANALYST]["adapters"][0]
+        assert row["status"] == PROMOTED and row["by_hand"] is True and row["decision"] == KEPT_ASIDE
 
 
 # --- the real embedded model with a real GGUF LoRA -----------------------------------------------

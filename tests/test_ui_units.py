@@ -71,3 +71,13 @@ def test_persona_colours_are_fixed_for_the_three_and_stable_for_others():
     assert len({theme.persona_hex(n) for n in ("ALFRED", "BRICK", "ROBIN")}) == 3
     assert theme.persona_hex("BABS") == theme.persona_hex("BABS")
     assert all(0 <= c <= 1 for c in theme.persona_rgba("BABS"))
+
+
+def test_a_proto_morph_shows_the_lora_adapter_its_persona_speaks_with_and_drops_it_on_rollback():
+    from a4ps.ui.morphs import ProtoMorph
+
+    proto = {"name": "BRICK", "role": "Analyst", "model": "a4ps-brick:job1", "status": "idle", "adapter": "job1"}
+    morph = ProtoMorph(proto)
+    assert morph.adapter == "job1" and morph._model.text == "a4ps-brick:job1  · LoRA job1"
+    morph.update({**proto, "model": "phi3:mini", "adapter": None})
+    assert morph.adapter == "" and morph._model.text == "phi3:mini"

@@ -113,7 +113,9 @@ def held_out(job: AdapterJob) -> list[dict[str, Any]]:
     listed = job.report.get("holdout")
     if not isinstance(listed, list):
         raise JobError("damaged_adapter", f"{job.folder / REPORT} names no held-out samples")
-    if listed and all(isinstance(s, dict) and "messages" in s for s in listed):
+    if not listed:
+        raise JobError("no_holdout", f"adapter {job.job_id} of {job.persona} has no held-out sample to judge on")
+    if all(isinstance(s, dict) and "messages" in s for s in listed):
         samples = listed
     else:
         from a4ps.finetune.dataset import DatasetError, load_dataset

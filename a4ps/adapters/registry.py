@@ -58,6 +58,29 @@ class job_lock:
         os.close(self._fd)  # releases the lock
 
 
+def status_of(job: AdapterJob, choice: AdapterChoice) -> str:
+    if choice.current(job.persona) == job.job_id:
+        return IN_USE
+    if job.gate is None:
+        return CANDIDATE
+    if choice.previous(job.persona) == job.job_id:
+        return PREVIOUS
+    return PROMOTED if job.gate.get("decision") == PROMOTED or choice.by_hand(job.job_id) else KEPT_ASIDE
+
+
+def listing(root: Path, choice: AdapterChoice, personas: list[str], pending: dict[str, Any] | None = None,
+            errors: dict[str, str] | None = None) -> dict[str, Any]:
+    """Per persona: current, previous, pending swap and every job with its status (also offline)."""
+    jobs = scan(root)
+    result = {}
+    for name in sorted(set(personas) | {j.persona for j in jobs}):
+        rows = [{**job.public(), "status": status_of(job, choice), "by_hand": choice.by_hand(job.job_id),
+                 "gate_error": (errors or {}).get(job.job_id)} for job in jobs if job.persona == name]
+        result[name] = {"current": choice.current(name), "previous": choice.previous(name),
+                        "pending": (pending or {}).get(name), "adapters": rows}
+    return result
+
+
 class AdapterRegistry:
     """The adapters organ as the backend and its commands see it."""
 
@@ -72,26 +95,10 @@ class AdapterRegistry:
         self._gating: str | None = None
 
     # --- what there is --------------------------------------------------------------------------
-    def status_of(self, job: AdapterJob) -> str:
-        if self.choice.current(job.persona) == job.job_id:
-            return IN_USE
-        if job.gate is None:
-            return CANDIDATE
-        if self.choice.previous(job.persona) == job.job_id:
-            return PREVIOUS
-        return PROMOTED if job.gate.get("decision") == PROMOTED or self.choice.by_hand(job.job_id) else KEPT_ASIDE
-
     def listing(self) -> dict[str, Any]:
         """Per persona: the adapter in use, the one before, any pending swap, and every job."""
-        jobs = scan(self.root)
-        pending = self.swap.pending()
-        personas = {}
-        for name in sorted(set(self._protos.names()) | {j.persona for j in jobs}):
-            rows = [{**job.public(), "status": self.status_of(job), "by_hand": self.choice.by_hand(job.job_id),
-                     "gate_error": self._errors.get(job.job_id)} for job in jobs if job.persona == name]
-            personas[name] = {"current": self.choice.current(name), "previous": self.choice.previous(name),
-                              "pending": pending.get(name), "adapters": rows}
-        return {"personas": personas, "gating": self._gating}
+        return {"personas": listing(self.root, self.choice, self._protos.names(), self.swap.pending(), self._errors),
+                "gating": self._gating}
 
     def export(self) -> dict[str, Any]:
         """The choice, for the living image."""

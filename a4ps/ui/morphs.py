@@ -194,10 +194,12 @@ def _line_label(**kwargs) -> Label:
 
 
 class ProtoMorph(Morph):
-    """A persona's live object: name, role, model, status and its last dissonance."""
+    """A persona's live object: name, role, model (and the LoRA adapter it carries), status and its
+    last dissonance."""
 
     name = StringProperty()
     model = StringProperty()
+    adapter = StringProperty()  # the adapter's job id, "" on the base model
     status = StringProperty("idle")
 
     def __init__(self, proto: dict, **kwargs):
@@ -235,10 +237,11 @@ class ProtoMorph(Morph):
         self.proto = dict(proto)
         self.name = str(proto.get("name", ""))
         self.model = str(proto.get("model", ""))
+        self.adapter = str(proto.get("adapter") or "")
         self.status = str(proto.get("status", "idle"))
         self._name.text = self.name
         self._role.text = str(proto.get("role", ""))
-        self._model.text = self.model
+        self._model.text = f"{self.model}  · LoRA {self.adapter}" if self.adapter else self.model
         self._status.text = self.status
         self._dot.colour = theme.hex_rgba(theme.status_hex(self.status))
         value = proto.get("last_dissonance")

@@ -26,6 +26,7 @@ from a4ps.models.types import ModelCancelled, Sampling
 log = logging.getLogger(__name__)
 
 PROMOTED, KEPT_ASIDE = "promoted", "kept_aside"
+ANSWER_TOKENS = 256  # each held-out answer at most (a persona's whole answer is not needed to compare)
 
 
 class GateInterrupted(Exception):
@@ -45,7 +46,8 @@ class AdapterGate:
     def __init__(self, settings: Autopoiesis, models: ModelManager, judge: Voices, codex: Codex,
                  answer_tokens: int, repeat_penalty: float, judge_model: Callable[[], str]):
         self._settings, self._models, self._judge, self._codex = settings, models, judge, codex
-        self._answer_tokens, self._repeat_penalty, self._judge_model = answer_tokens, repeat_penalty, judge_model
+        self._answer_tokens = min(answer_tokens, ANSWER_TOKENS)
+        self._repeat_penalty, self._judge_model = repeat_penalty, judge_model
 
     def run(self, job: AdapterJob, base_model: str, cancel: threading.Event) -> dict[str, Any]:
         """Judge `job` against `base_model`; returns what gate.json now holds. Raises JobError (no

@@ -197,11 +197,15 @@ def test_a_worse_adapter_is_kept_aside_visible_and_promotable_by_hand(rig):
     gate = json.loads((folder / GATE).read_text())
     assert gate["decision"] == KEPT_ASIDE and gate["win_rate"] == 0.0 and gate["losses"] == 6
     assert adapters.apply_pending() == [] and rig.protos.get(ANALYST).adapter is None
-    row = adapters.listing()["personas"][ANALYST]["adapters"][0]
-    assert row["status"] == KEPT_ASIDE and row["job_id"] == "job2" and row["held_out"] == 3
+    (rig.data / "adapters" / ANALYST / ".tmp-job9").mkdir()  # a job still training (or killed): never seen
+    rows = adapters.listing()["personas"][ANALYST]["adapters"]
+    assert [r["job_id"] for r in rows] == ["job2"]
+    assert rows[0]["status"] == KEPT_ASIDE and rows[0]["held_out"] == 3
     adapters.promote(ANALYST, "job2")
     adapters.apply_pending()
     assert rig.protos.get(ANALYST).adapter == "job2"
+    step(adapters)
+    assert adapters.apply_pending() == [], "the .tmp- folder is not gated"
     row = adapters.listing()["personas"][ANALYST]["adapters"][0]
     assert row["status"] == "in_use" and row["by_hand"] is True
 

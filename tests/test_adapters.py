@@ -29,6 +29,7 @@ from a4ps.adapters.swap import SwapError
 from a4ps.backend.compose import build_adapters, build_models
 from a4ps.backend.tasks import TaskQueue
 from a4ps.config import load_codex, load_settings
+from a4ps.config.loader import project_root
 from a4ps.config.schema import ANALYST, EMPATH
 from a4ps.events import EventBus
 from a4ps.graph.voice import Voices
@@ -37,7 +38,6 @@ from a4ps.models.types import Sampling
 from a4ps.protos import ProtoManager
 from a4ps.protos.proto import ProtoEditError
 from tests.support.backend import BackendProcess, wait_for_task
-from a4ps.config.loader import project_root
 from tests.support.config import free_port, write_config
 from tests.support.ollama_standin import OllamaStandIn
 from tests.support.society_script import MODELS, SocietyScript
@@ -66,8 +66,10 @@ def write_lora(path: Path, *, rank: int = 4, spread: float = 0.05, layers=(0, 1,
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(rank))
     for layer in layers:
         for name, out in outs:
-            writer.add_tensor(f"blk.{layer}.{name}.weight.lora_a", rng.normal(0, spread, (rank, embd)).astype(np.float32))
-            writer.add_tensor(f"blk.{layer}.{name}.weight.lora_b", rng.normal(0, spread, (out, rank)).astype(np.float32))
+            a = rng.normal(0, spread, (rank, embd)).astype(np.float32)
+            b = rng.normal(0, spread, (out, rank)).astype(np.float32)
+            writer.add_tensor(f"blk.{layer}.{name}.weight.lora_a", a)
+            writer.add_tensor(f"blk.{layer}.{name}.weight.lora_b", b)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

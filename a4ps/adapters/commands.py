@@ -171,10 +171,12 @@ def _gate_here(settings: Any, persona: str, job_id: str, out: TextIO) -> dict[st
         models = build_models(settings, codex)
         protos = ProtoManager.from_codex(codex, models.provider_name)
         voices = Voices(models, protos, EventBus(), settings.models.max_tokens, settings.models.repeat_penalty)
+        judge = f"{models.provider_name}:{protos.get(STEWARD).model}"
         gate = AdapterGate(settings.autopoiesis, models, voices, codex, settings.models.max_tokens,
-                           settings.models.repeat_penalty, lambda: f"{models.provider_name}:{protos.get(STEWARD).model}")
+                           settings.models.repeat_penalty, lambda: judge)
         job = load_job(Path(settings.data_dir) / FOLDER, persona, job_id)
-        print(f"gate: {job_id} against {protos.base_model(persona)} on held-out samples, judged by ALFRED …", file=out)
+        print(f"gate: {job_id} against {protos.base_model(persona)} on held-out samples, judged by ALFRED …",
+              file=out)
         with job_lock(job.folder):
             record = gate.run(job, protos.base_model(persona), threading.Event())
     except (JobError, ModelError, JobBusy, OSError) as exc:

@@ -16,7 +16,8 @@ from a4ps.config import ConfigError, Settings, load_codex, load_settings
 
 # Organs that add their own sub-commands (each module has add_commands(subparsers)).
 ORGAN_COMMANDS = ("a4ps.forge.commands", "a4ps.memory.commands", "a4ps.models.commands", "a4ps.autonomy.commands",
-                  "a4ps.cadence.commands", "a4ps.curator.commands", "a4ps.adapters.commands")
+                  "a4ps.cadence.commands", "a4ps.curator.commands", "a4ps.finetune.commands",
+                  "a4ps.adapters.commands")
 
 EXIT_CONFIG = 2
 EXIT_BACKEND_LOST = 3  # the backend stopped answering while a task was followed

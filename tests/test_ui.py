@@ -397,6 +397,30 @@ def test_malformed_events_change_nothing_and_break_nothing(workspace):
     assert not any(isinstance(e, MessageEntry) and e.body == "x" for e in workspace.dialogue.body.children)
 
 
+def test_finetune_progress_draws_a_loss_line_and_the_end_of_the_job_is_noted(workspace, tmp_path):
+    plot = workspace.loss_plot
+    shown = len(workspace.dialogue.body.children)
+    workspace.handle_event("finetune_job", {"job_id": "j1", "persona": "BRICK", "state": "running", "phase": "load"})
+    for step, loss in enumerate([2.5, 2.1, 1.7, 1.2], 1):
+        workspace.handle_event("finetune_progress", {"job_id": "j1", "persona": "BRICK", "step": step, "total": 6,
+                                                     "loss": loss, "eta_s": 3.0 * (6 - step)})
+    for bad in ({"job_id": 5, "step": 1, "loss": 9.0}, {"job_id": "j1", "step": "two", "loss": 9.0}, {}):
+        workspace.handle_event("finetune_progress", bad)  # malformed: nothing changes
+    assert plot.series() == [(1, 2.5), (2, 2.1), (3, 1.7), (4, 1.2)]
+    assert plot.caption() == "BRICK · running · step 4/6 · eta 6 s"
+    wait_stable(lambda: len(plot.canvas.children), 10, "the loss plot drawn")
+    assert len(plot.canvas.children) > 10  # caption, axis, line and the last point
+    screenshot(tmp_path / "screenshot-finetune.png")
+    workspace.handle_event("finetune_job", {"job_id": "j1", "persona": "BRICK", "state": "done",
+                                            "report": {"adapter_gguf": "/data/adapters/BRICK/j1/adapter.gguf"}})
+    assert plot.caption() == "BRICK · done · step 4/6"
+    assert len(workspace.dialogue.body.children) == shown + 1
+    assert "Fine-tune of BRICK done: /data/adapters/BRICK/j1/adapter.gguf" in workspace.dialogue.body.children[0].text
+    workspace.handle_event("finetune_progress", {"job_id": "j2", "persona": "ROBIN", "step": 1, "total": 30,
+                                                 "loss": 3.0, "eta_s": 60})
+    assert plot.series() == [(1, 3.0)] and plot.caption().startswith("ROBIN · running · step 1/30")
+
+
 def test_the_log_streams_closes_and_drops_its_oldest_entries(monkeypatch):
     from a4ps.ui import dialogue_log
 

@@ -17,8 +17,8 @@ from a4ps.autonomy.ledger import AutonomyLedger
 from a4ps.autonomy.motivator import Motivator
 from a4ps.autonomy.novelty import RepeatFilter
 from a4ps.backend.commands import CommandTable
-from a4ps.backend.compose import (build_adapters, build_checkpointer, build_curator, build_forge, build_memory,
-                                  build_models)
+from a4ps.backend.compose import (build_adapters, build_checkpointer, build_curator, build_finetune, build_forge,
+                                  build_memory, build_models)
 from a4ps.backend.guard import CommandGuard, ensure_control_token
 from a4ps.backend.server import ZmqServer
 from a4ps.backend.supervisor import Supervisor
@@ -35,6 +35,7 @@ from a4ps.config.loader import codex_path
 from a4ps.curator.requests import register as register_curator
 from a4ps.events import EventBus
 from a4ps.events.bus import BusLogHandler
+from a4ps.finetune.requests import register as register_finetune
 from a4ps.graph import SocraticGraph, TaskCancelled
 from a4ps.graph.voice import Voices
 from a4ps.models import ModelError
@@ -111,12 +112,14 @@ class Backend:
                                      self.bus, self._stop)
         self.adapters = build_adapters(settings, codex, self.models, self.protos, self.voices, self.tasks, self.bus,
                                        self._stop, (state or {}).get("adapters"), self.save_image_or_warn)
+        self.finetune = build_finetune(settings, codex, self.models, self.tasks, self.bus, self._stop)
         self.graph = SocraticGraph(self.voices, codex, settings.graph, self.bus, workshop=self.forge,
                                    recall=self.recall_for_plan, checkpointer=self.checkpoints)
         guard = CommandGuard(ensure_control_token(self.data_dir), control_token_path(self.data_dir))
         self.commands = CommandTable(self, guard)
         register_curator(self.commands, self.curator)
         register_adapters(self.commands, self.adapters)
+        register_finetune(self.commands, self.finetune)
         self.server = ZmqServer(settings.zmq.pub_addr, settings.zmq.rep_addr, settings.zmq.max_request_bytes,
                                 self.commands, snapshot=self.snapshot, allow_remote=settings.zmq.allow_remote)
 
@@ -136,6 +139,7 @@ class Backend:
             "codex_version": self.codex.version,
             "curator": self.curator.snapshot(),
             "adapters": self.adapters.snapshot(),
+            "finetune": self.finetune.snapshot(),
             "loops": self.supervisor.health(),
             "image": {"path": str(self.image.last_path) if self.image.last_path else None,
                       "saved_at": self.image.last_saved_at},
@@ -404,6 +408,7 @@ class Backend:
         self.supervisor.run("curator", self.curator.step)
         self.bus.subscribe("task", self.adapters.on_event)
         self.supervisor.run("adapters", self.adapters.step)
+        self.supervisor.run("finetune", self.finetune.step)
         log.info("backend ready (pid %d, provider %s, data dir %s)", os.getpid(), self.models.provider_name,
                  self.data_dir)
 
@@ -415,6 +420,7 @@ class Backend:
             self.motivator.interrupt()
             self.curator.interrupt()
             self.adapters.interrupt()
+            self.finetune.interrupt()
             self.tasks.wake()
 
     def wait(self) -> None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from a4ps.backend.tasks import TaskQueue
     from a4ps.curator.curator import Curator
+    from a4ps.finetune.tuner import FineTuner
     from a4ps.graph.voice import Voices
 
 
@@ -110,3 +111,18 @@ def build_adapters(settings: Settings, codex: Codex, models: ModelManager, proto
     swap = AdapterSwap(root, models, protos, choice, bus, save)
     swap.restore()
     return AdapterRegistry(root, protos, choice, gate, swap, lambda: tasks.idle, bus, stop)
+
+
+def build_finetune(settings: Settings, codex: Codex, models: ModelManager, tasks: "TaskQueue", bus: EventBus,
+                   stop: "threading.Event") -> "FineTuner":
+    """The fine-tune loop (organ 9's training): a persona's LoRA over the GGUF the embedded provider runs."""
+    from a4ps.finetune.tuner import FineTuner
+    from a4ps.models.embedded import resolve_model_path
+
+    def base_model() -> Path:
+        if models.provider_name == "embedded":
+            return models.provider.model_path
+        return resolve_model_path(settings.models.embedded)
+
+    return FineTuner(settings.autopoiesis, Path(settings.data_dir), base_model,
+                     lambda: [persona.name for persona in codex.persona], lambda: tasks.idle, bus, stop)

@@ -18,6 +18,7 @@ from a4ps.ui.connection import BackendBridge
 from a4ps.ui.dialogue_log import DialogueLog
 from a4ps.ui.dissonance_plot import DissonancePlot
 from a4ps.ui.inspector import ProtoInspector, ToolInspector
+from a4ps.ui.loss_plot import LossPlot
 from a4ps.ui.morph_positions import MorphPositions
 from a4ps.ui.morphs import MorphCanvas
 from a4ps.ui.status_bar import StatusBar
@@ -57,16 +58,22 @@ class Workspace(BoxLayout):
         self.morph_canvas = MorphCanvas(MorphPositions.in_data_dir(settings.data_dir),
                                         on_proto_context=self.open_inspector, on_tool_tap=self.open_tool)
         self.plot = DissonancePlot(threshold=settings.graph.convergence_threshold)
+        self.loss_plot = LossPlot()
         self.dialogue = DialogueLog(on_rate=self.rate_task)
         self.task_box = TaskBox(on_submit=self.submit_task, on_stop=self.stop_task)
 
         left = BoxLayout(orientation="vertical", spacing=dp(10), size_hint_x=0.54)
         canvas_panel = Panel(title="Morphic canvas   ·   drag to arrange   ·   right-click or hold to inspect")
         canvas_panel.add_widget(self.morph_canvas)
-        plot_panel = Panel(title="Dissonance", size_hint_y=None, height=dp(210))
+        plot_panel = Panel(title="Dissonance", size_hint_x=0.68)
         plot_panel.add_widget(self.plot)
+        loss_panel = Panel(title="Fine-tune loss", size_hint_x=0.32)
+        loss_panel.add_widget(self.loss_plot)
+        plots = BoxLayout(spacing=dp(10), size_hint_y=None, height=dp(210))
+        plots.add_widget(plot_panel)
+        plots.add_widget(loss_panel)
         left.add_widget(canvas_panel)
-        left.add_widget(plot_panel)
+        left.add_widget(plots)
         right = Panel(title="Dialogue", size_hint_x=0.46)
         right.add_widget(self.dialogue)
         body = BoxLayout(spacing=dp(10))
@@ -94,6 +101,8 @@ class Workspace(BoxLayout):
             "goal": self._on_goal,
             "task_rated": self._on_task_rated,
             "curated": self._on_curated,
+            "finetune_progress": self.loss_plot.record,
+            "finetune_job": self._on_finetune_job,
         }
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -137,6 +146,13 @@ class Workspace(BoxLayout):
         current = snapshot.get("current_task")
         if isinstance(current, str):
             self.plot.set_current(current)
+        finetune = snapshot.get("finetune")
+        running = finetune.get("running") if isinstance(finetune, dict) else None
+        if isinstance(running, dict):
+            self.loss_plot.set_job(running)
+            if isinstance(running.get("progress"), dict):
+                self.loss_plot.record({**running["progress"], "job_id": running.get("job_id"),
+                                       "persona": running.get("persona")})
         self._refresh_stop()
 
     def _on_task(self, event: dict) -> None:
@@ -226,6 +242,14 @@ class Workspace(BoxLayout):
         if isinstance(judged, int) and isinstance(golden, int) and judged:
             self.dialogue.add_note(f"Curator: ALFRED judged {judged} dialogue(s); {golden} became golden samples.",
                                    theme.MUTED_HEX)
+
+    def _on_finetune_job(self, event: dict) -> None:
+        self.loss_plot.set_job(event)
+        state, persona = event.get("state"), event.get("persona")
+        if state in ("done", "failed", "cancelled", "interrupted") and isinstance(persona, str):
+            report = event.get("report") if isinstance(event.get("report"), dict) else {}
+            detail = f": {report.get('adapter_gguf')}" if state == "done" else f" ({event.get('error')})"
+            self.dialogue.add_note(f"Fine-tune of {persona} {state}{detail}", theme.MUTED_HEX)
 
     def rate_task(self, task_id: str, rating: str) -> None:
         """A thumb under a done task: the user's word on its answer (the Curator's override)."""

@@ -298,6 +298,28 @@ def test_no_automatic_job_while_another_runs_and_commands_say_why(tmp_path, sett
     assert tuner.snapshot()["requested"] is None
 
 
+def test_golden_stats_shows_samples_held_out_growth_and_the_last_job(tmp_path):
+    add_golden(tmp_path, "BRICK", 0, 30)
+    with (tmp_path / FOLDER / file_name("BRICK")).open("a") as handle:
+        handle.write('{"messages": [{"ro')  # a torn tail: an append cut short
+    store = JobStore(tmp_path)
+    store.end(store.begin("20260101-000000-aaaaaa", "BRICK", "golden_growth", samples_total=20), DONE,
+              report={"adapter_gguf": "/x/adapter.gguf"})
+    env = {**os.environ, "A4PS_DATA_DIR": str(tmp_path)}
+    run = subprocess.run([sys.executable, "-m", "a4ps", "golden", "stats", "--json"], cwd=project_root(), env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    stats = json.loads(run.stdout.strip().splitlines()[-1])
+    held = split_holdout(load_dataset(tmp_path / FOLDER / file_name("BRICK")).samples, 0.2)[1]
+    assert stats["BRICK"]["samples"] == 30 and stats["BRICK"]["held_out"] == len(held) > 0
+    assert stats["BRICK"]["since_last_job"] == 10 and stats["BRICK"]["unreadable_lines"] == 1
+    assert stats["BRICK"]["last_job"]["state"] == DONE and stats["BRICK"]["last_job"]["report"]["adapter_gguf"]
+    assert stats["ROBIN"] == {"samples": 0, "held_out": 0, "unreadable_lines": 0, "since_last_job": 0, "last_job": None}
+    text = subprocess.run([sys.executable, "-m", "a4ps", "golden", "stats"], cwd=project_root(), env=env,
+                          capture_output=True, text=True, timeout=60).stdout
+    assert f"BRICK       30 samples, {len(held):3} held out,   10 new since the last job" in text
+
+
 # --- real training (transformers + PEFT + TRL on the CPU, SmolLM2) ---------------------------------
 SMOL = catalog.ensure_model("smollm2-135m", None)
 training = pytest.mark.finetune_training

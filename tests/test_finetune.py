@@ -387,6 +387,10 @@ def test_a_real_cpu_finetune_gives_a_gguf_lora_llama_cpp_loads_and_that_changes_
     base, tuned = greedy(None), greedy(Path(final["adapter_gguf"]))
     assert tuned != base, f"the adapter changed nothing: {base!r}"
     assert "ZORBLAX" in tuned.upper() and "ZORBLAX" not in base.upper()
+    # then the gate ran on the held-out samples (no backend runs, so nothing was swapped)
+    assert final["decision"] in ("promoted", "kept_aside") and final["promoted"] == (final["decision"] == "promoted")
+    assert 0.0 <= final["win_rate"] <= 1.0 and final["swapped"] is False
+    assert (folder / "gate.json").is_file()
 
 
 @training

@@ -96,7 +96,11 @@ def finetune_command(args: argparse.Namespace, settings: Any) -> int:
     report = foreground_job(args, settings)
     if report is None:
         return 1
-    print(json.dumps(summary(report), sort_keys=True))
+    from a4ps.adapters.commands import gate_and_swap
+
+    # then the gate, and the swap when it promotes and a backend runs (the backend gates it itself then)
+    print(json.dumps({**summary(report), **gate_and_swap(settings, report["persona"], report["job_id"])},
+                     sort_keys=True))
     return 0
 
 

@@ -16,11 +16,12 @@ Shutdown order (Backend.shutdown; also in docs/protocol.md):
   2. the running task gets `backend.shutdown_grace_s` to finish, then is cancelled and re-queued;
   3. loops are joined: task-worker first (it owns the model), then motivator (it writes goals with
      the model; stopping interrupts that), then curator (it asks the model for verdicts; stopping
-     interrupts that and the episode stays unjudged), then every other loop in the order it was
+     interrupts that and the episode stays unjudged), then adapters (its gate asks the model; a
+     stopped gate runs again at the next start), then every other loop in the order it was
      started (tool-revalidation, autosave, finetune: the stop event makes it kill a running
      fine-tune job's process group, recorded `interrupted`; a4ps/finetune/tuner.py);
   4. the living image is saved a last time;
-  5. the model is unloaded (only if those three loops ended) and memory is closed (after the curator,
+  5. the model is unloaded (only if those four loops ended) and memory is closed (after the curator,
      which reads it);
   6. the ZeroMQ server stops last, so the events of the steps above still reach clients.
 """

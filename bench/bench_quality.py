@@ -95,6 +95,12 @@ class CallLog:
         self.calls, self.first_token_at = [], None
 
 
+def _votes(results: list[dict]) -> str:
+    """Each round's independent numbers, compactly (B=BRICK, R=ROBIN, A=ALFRED's own working)."""
+    return " ".join("/".join(f"{k[0].upper()}{r[k]:g}" for k in ("brick", "robin", "alfred") if k in r)
+                    for r in results) or "-"
+
+
 def summarize(rows: list[dict], modes: set[str], model: str, max_turns: int) -> dict:
     """The figures of one run; the difference only when both answers were run on the same tasks."""
     n = len(rows)
@@ -216,11 +222,16 @@ def main() -> None:
         row["graph_tokens"] = sum(c["completion_tokens"] for c in log.calls)
         row["prompt_tokens"] = sum(c["prompt_tokens"] or 0 for c in log.calls)
         row["reused_tokens"] = sum(c["reused_prompt_tokens"] or 0 for c in log.calls)
+        row["calls"] = [{k: c.get(k) for k in ("persona", "constrained", "prompt_tokens", "reused_prompt_tokens",
+                                               "completion_tokens", "seconds")} for c in log.calls]
+        row["utterances"] = [{"persona": d["persona"], "node": d["node"], "turn": d["turn"], "text": d["text"]}
+                             for d in final.get("dialogue", [])] if "error" not in row else []
+        row["results"] = final.get("results", []) if "error" not in row else []
         row["graph_ok"], row["graph_why"] = grade(task, answer, executor)
         row["graph_answer"] = answer
         print(f"graph  {task.id:15s} {'OK ' if row['graph_ok'] else 'no '} {row['graph_s']:6.1f}s turns "
               f"{row.get('turns', '-')} first token {row['first_token_s']}s dissonance {row.get('dissonance')} "
-              f"reused {row['reused_tokens']}/{row['prompt_tokens']} | {row['graph_why']}"
+              f"reused {row['reused_tokens']}/{row['prompt_tokens']} results {_votes(row['results'])} | {row['graph_why']}"
               f"{' ERROR ' + row['error'] if 'error' in row else ''}", flush=True)
     # (a) one plain call per task
     for task, row in zip(tasks if "single" in modes else [], rows):

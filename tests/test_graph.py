@@ -51,7 +51,7 @@ class Script:
     def __init__(self, verdicts, tool_on_turn=None, form="prose", results=(), own=()):
         self.verdicts = list(verdicts)
         self.form = form
-        self.results = list(results)  # number tasks: (mine, brick) per ROBIN turn
+        self.results = list(results)  # number tasks: (ROBIN's, BRICK's) number per round
         self.own = list(own)  # number tasks: ALFRED's own result, when he is asked for one
         self.tool_on_turn = tool_on_turn
         self.thesis_count = 0
@@ -79,11 +79,12 @@ class Script:
             if "call_tool" in props:
                 answer.update(call_tool="", arguments={})
             return json.dumps(answer)
-        if "mine" in props:
-            mine, brick = self.results.pop(0)
-            return json.dumps({"mine": mine, "brick": brick})
-        if "result" in props:
-            return json.dumps({"result": self.own.pop(0)})
+        if "result" in props:  # each voice states its own number: BRICK first in a round, then ROBIN
+            asker = messages[-1]["content"].split(",", 1)[0]
+            if asker == "BRICK":
+                self.round = self.results.pop(0)
+            number = {"ROBIN": self.round[0], "BRICK": self.round[1]}.get(asker)
+            return json.dumps({"result": self.own.pop(0) if number is None else number})
         return json.dumps({"verdict": self.verdicts.pop(0)})
 
 
@@ -167,10 +168,11 @@ def test_the_personas_share_one_growing_conversation_and_robin_first_answers_bli
 
 
 def test_number_tasks_compare_results_in_code_and_a_dispute_goes_to_a_blind_vote():
-    """When the answer is one number, ROBIN states her result and BRICK's as JSON numbers and the graph
-    compares them. Different numbers are not argued over: ALFRED works the task out on his own (he
-    reads the task and his plan, not their answers), and when two of the three agree that number is
-    the result; he writes the answer on from his own working, told the vote."""
+    """When the answer is one number, BRICK and ROBIN each state the number their own answer reached
+    (as JSON, right after it) and the graph compares them; ROBIN never reads BRICK's working. Different
+    numbers are not argued over: ALFRED works the task out on his own (he reads the task and his plan,
+    not their answers), and when two of the three agree that number is the result; he writes the answer
+    on from his own working, told the vote."""
     script = Script([], form="number", results=[(24, 27)], own=[24.0])
     bus = EventBus()
     events = collect(bus)
@@ -182,8 +184,12 @@ def test_number_tasks_compare_results_in_code_and_a_dispute_goes_to_a_blind_vote
     assert [e.payload["verdict"] for e in events if e.topic == "dissonance"] == ["opposed"]
     nodes = [e.payload["node"] for e in events if e.topic == "utterance"]
     assert nodes == ["alfred_plan", "brick", "robin", "alfred_check", "alfred_synthesize"]
-    asked = [m[-1]["content"] for m in script.calls if m[-1]["content"].startswith("Here is BRICK's")]
-    assert len(asked) == 1 and "Analysis 1." in asked[0] and "the final number of BRICK's" in asked[0]
+    asked = {m[-1]["content"].split(",", 1)[0]: m for m in script.calls if "as JSON: \"result\"" in m[-1]["content"]}
+    assert sorted(asked) == ["ALFRED", "BRICK", "ROBIN"]
+    assert asked["BRICK"][-2] == {"role": "assistant", "content": "Analysis 1."}  # his own, straight after it
+    assert asked["ROBIN"][-2] == {"role": "assistant", "content": "My own answer."}
+    robin = [call for call in script.calls if call[-1]["content"].startswith(("ROBIN", "ROBIN's part"))]
+    assert len(robin) == 2 and not any("Analysis 1." in m["content"] for call in robin for m in call)
     own = next(m for m in script.calls if speaker(m) == "own_working")
     plan = next(m for m in script.calls if speaker(m) == "plan")
     assert own[:len(plan)] == plan and len(own) == len(plan) + 2  # the task and his plan, then the request
@@ -205,6 +211,7 @@ def test_three_different_numbers_go_to_another_round_with_every_result_told():
     assert final["turn"] == 2 and final["results"][-1] == {"turn": 2, "brick": 25, "robin": 25}
     revision = next(m for m in script.calls if speaker(m) == "revision")
     assert "BRICK 27, ROBIN 24, ALFRED 30. All three differ" in revision[-1]["content"]
+    assert revision[-2] == {"role": "assistant", "content": "Analysis 1."}  # his first answer, held back till now
     assert not any("My working." in m["content"] for m in revision)  # his working stays his own
     synthesis = next(m for m in script.calls if speaker(m) == "synthesis")
     assert "BRICK and ROBIN reached the same result: 25." in synthesis[-1]["content"]

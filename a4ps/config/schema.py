@@ -184,7 +184,6 @@ class Prompts(_Strict):
     tool_need: str
     second_opinion: str
     compare: str
-    compare_results: str
     antithesis: str
     verdict: str
     results: str

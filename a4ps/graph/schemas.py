@@ -11,16 +11,10 @@ VERDICT = {
     "additionalProperties": False,
 }
 
-# For a task whose answer is one number, ROBIN states both results as numbers (hers and BRICK's), and
-# the graph compares them itself: equal numbers agree, whatever a small model would say about them.
-RESULTS = {
-    "type": "object",
-    "properties": {"mine": {"type": "number"}, "brick": {"type": "number"}},
-    "required": ["mine", "brick"],
-    "additionalProperties": False,
-}
-
-# ALFRED's own result, when BRICK's and ROBIN's differ: the third vote.
+# For a task whose answer is one number, each voice states the number its own answer reached (read
+# from its own answer, still in the model's cache), and the graph compares them itself: equal numbers
+# agree, whatever a small model would say about them. ALFRED's, when BRICK's and ROBIN's differ, is
+# the third vote.
 RESULT = {
     "type": "object",
     "properties": {"result": {"type": "number"}},

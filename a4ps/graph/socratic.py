@@ -11,7 +11,10 @@ answer stays out of the conversation until she has given her own, then is shown 
 answers reached independently disagree where one of them slipped; a reply written after reading the
 other mostly agrees with it (a small model anchors on what it reads), and then the debate adds nothing.
 For the same reason a disputed number is not argued over in the shared conversation: ALFRED works it
-out on his own as a third voice, and two of three independent results decide it.
+out on his own as a third voice, and two of three independent results decide it. When the task asks
+for one number, each voice states the number its own answer reached (a short constrained follow-up
+on its own cached answer), so ROBIN is never made to re-read BRICK's working just to quote his number;
+his first answer joins the conversation only if he is asked to revise it.
 """
 
 from __future__ import annotations
@@ -50,6 +53,8 @@ class DialogueState(TypedDict, total=False):
     dialogue: Annotated[list[dict], operator.add]    # who said what, for people and memory
     turn: int
     results: Annotated[list[dict], operator.add]  # number tasks: each round's {"turn", "brick", "robin"[, "alfred"]}
+    brick_result: float | None  # number tasks: the number BRICK's latest answer reached
+    held: list[dict]  # number tasks: BRICK's first exchange, kept out of the conversation until he revises
     check: list[dict]  # ALFRED's own working of a disputed number (his blind exchange), for the synthesis
     dissonance: Annotated[list[float], operator.add]
     tool_request: dict | None
@@ -140,9 +145,11 @@ class SocraticGraph:
         return [{"role": "system", "content": self._society()}, *transcript, *tail]
 
     def _speak(self, persona: str, node: str, state: DialogueState, instruction: str, turn: int,
-               max_tokens: int, cancel: threading.Event, layout: str | None = None) -> tuple[list[dict], str]:
-        """The persona answers the instruction in prose; returns (the messages it saw, its answer)."""
-        messages = self._messages(state, {"role": "user", "content": instruction})
+               max_tokens: int, cancel: threading.Event, layout: str | None = None,
+               before: list[dict] | None = None) -> tuple[list[dict], str]:
+        """The persona answers the instruction in prose (after `before`, messages not yet in the
+        conversation); returns (the messages it saw, its answer)."""
+        messages = self._messages(state, *(before or []), {"role": "user", "content": instruction})
         text = self._voices.speak(persona, messages, task_id=state["task_id"], node=node, turn=turn,
                                   cancel=cancel, max_tokens=max_tokens, layout=layout)
         return messages, text or "(no answer)"
@@ -153,6 +160,16 @@ class SocraticGraph:
         messages = [*seen, {"role": "assistant", "content": answer}, {"role": "user", "content": question}]
         return self._voices.decide(persona, messages, schema, task_id=state["task_id"], node=node, turn=turn,
                                    cancel=cancel)
+
+    def _own_number(self, persona: str, node: str, state: DialogueState, seen: list[dict], answer: str,
+                    turn: int, cancel: threading.Event) -> float:
+        """The number the persona's own answer reached, asked right after it (its prompt is cached)."""
+        question = self._fill(self._prompts.own_result, state, persona=persona)
+        return self._decide(persona, node, state, seen, answer, question, schemas.RESULT, turn, cancel)["result"]
+
+    @staticmethod
+    def _numeric(state: DialogueState) -> bool:
+        return (state.get("form") or {}).get("form") == "number"
 
     @staticmethod
     def _exchange(instruction: str, answer: str) -> list[dict]:
@@ -180,7 +197,11 @@ class SocraticGraph:
         turn = state.get("turn", 0) + 1
         template = self._prompts.thesis if turn == 1 else self._prompts.revision
         instruction = self._fill(template, {**state, "turn": turn})
-        seen, analysis = self._speak("BRICK", "brick", state, instruction, turn, self._config.thesis_tokens, cancel)
+        held = state.get("held") or [] if turn > 1 else []  # his first answer, which he now revises
+        seen, analysis = self._speak("BRICK", "brick", state, instruction, turn, self._config.thesis_tokens, cancel,
+                                     before=held)
+        numeric = self._numeric(state)
+        own = self._own_number("BRICK", "brick", state, seen, analysis, turn, cancel) if numeric else None
         data: dict[str, Any] = {"needs_tool": False, "tool_spec": ""}
         if self._config.tools:
             tools = self._workshop.usable_tools() if self._workshop else []
@@ -193,12 +214,14 @@ class SocraticGraph:
             self._bus.publish("tool_request", task_id=state["task_id"], turn=turn, name="", spec=request["spec"])
         if data.get("call_tool"):
             call = {"name": data["call_tool"], "arguments": data.get("arguments", {}), "turn": turn}
-        self._voices.utterance("BRICK", task_id=state["task_id"], node="brick", turn=turn, text=analysis, data=data)
-        update: dict[str, Any] = {"turn": turn, "tool_request": request, "tool_call": call,
+        self._voices.utterance("BRICK", task_id=state["task_id"], node="brick", turn=turn, text=analysis,
+                               data={**data, **({"result": own} if numeric else {})})
+        update: dict[str, Any] = {"turn": turn, "tool_request": request, "tool_call": call, "brick_result": own,
                                   "dialogue": [{"persona": "BRICK", "node": "brick", "turn": turn, "text": analysis}]}
-        if turn == 1:  # held back until ROBIN has answered on her own (she is shown it to compare)
-            return update
-        return {**update, "transcript": self._exchange(instruction, analysis)}
+        if turn == 1:  # held back until ROBIN has answered on her own (she is shown it to compare, or,
+            # for a number, only his number is compared; his answer joins if he revises it)
+            return {**update, "held": self._exchange(instruction, analysis) if numeric else []}
+        return {**update, "held": [], "transcript": [*held, *self._exchange(instruction, analysis)]}
 
     def robin(self, state: DialogueState, config: RunnableConfig) -> dict:
         """Turn 1: ROBIN answers blind, then is shown BRICK's answer. Later turns: she checks his
@@ -208,32 +231,31 @@ class SocraticGraph:
         cancel = _cancel_of(config)
         turn = state["turn"]
         blind = turn == 1
-        numeric = (state.get("form") or {}).get("form") == "number"
+        numeric = self._numeric(state) and state.get("brick_result") is not None
         instruction = self._fill(self._prompts.second_opinion if blind else self._prompts.antithesis, state)
         seen, reply = self._speak("ROBIN", "robin", state, instruction, turn, self._config.antithesis_tokens, cancel)
         analysis = next((d["text"] for d in reversed(state.get("dialogue", [])) if d["node"] == "brick"), "")
-        if numeric:
-            template = self._prompts.compare_results if blind else self._prompts.results
-        else:
-            template = self._prompts.compare if blind else self._prompts.verdict
-        question = self._fill(template, state, analysis=analysis)
-        data = self._decide("ROBIN", "robin", state, seen, reply, question,
-                            schemas.RESULTS if numeric else schemas.VERDICT, turn, cancel)
         update: dict[str, Any] = {}
-        if numeric:
-            verdict = "aligned" if numbers.same_number(data["mine"], data["brick"]) else "opposed"
-            update["results"] = [{"turn": turn, "brick": data["brick"], "robin": data["mine"]}]
+        if numeric:  # her own number (blind: the number her answer reached; later: the one she now holds)
+            question = self._fill(self._prompts.own_result if blind else self._prompts.results, state, persona="ROBIN")
+            data = self._decide("ROBIN", "robin", state, seen, reply, question, schemas.RESULT, turn, cancel)
+            entry = {"turn": turn, "brick": state["brick_result"], "robin": data["result"]}
+            verdict = "aligned" if numbers.same_number(entry["robin"], entry["brick"]) else "opposed"
+            update["results"] = [entry]
         else:
+            question = self._fill(self._prompts.compare if blind else self._prompts.verdict, state, analysis=analysis)
+            data = self._decide("ROBIN", "robin", state, seen, reply, question, schemas.VERDICT, turn, cancel)
             verdict = data["verdict"]
         measured = dissonance.measure(verdict, analysis, reply, self._voices.embed,
                                       self._config.dissonance_embedding_weight)
         self._voices.record_dissonance("ROBIN", measured.value)
         self._voices.utterance("ROBIN", task_id=state["task_id"], node="robin", turn=turn, text=reply,
                                data={"dissonance": measured.value, **measured.as_map(),
-                                     **({"results": data} if numeric else {})})
+                                     **({"results": update["results"][0]} if numeric else {})})
         self._bus.publish("dissonance", task_id=state["task_id"], turn=turn, value=measured.value,
                           verdict=measured.verdict, similarity=measured.similarity)
-        # the question (with BRICK's answer in it, the first time) and her answer join the conversation
+        # her answer and the question on it (with BRICK's answer in it, the first time, unless only
+        # numbers are compared) join the conversation
         transcript = self._exchange(instruction, reply) + self._exchange(question, json.dumps(data))
         return {**update, "dissonance": [measured.value], "transcript": transcript,
                 "dialogue": [{"persona": "ROBIN", "node": "robin", "turn": turn, "text": reply}]}
@@ -283,9 +305,8 @@ class SocraticGraph:
         seen = [{"role": "system", "content": self._society()}, *opening, {"role": "user", "content": instruction}]
         working = self._voices.speak("ALFRED", seen, task_id=state["task_id"], node="alfred_check", turn=turn,
                                      cancel=cancel, max_tokens=self._config.thesis_tokens) or "(no answer)"
-        question = self._fill(self._prompts.own_result, state)
-        data = self._decide("ALFRED", "alfred_check", state, seen, working, question, schemas.RESULT, turn, cancel)
-        entry = {**state["results"][-1], "alfred": data["result"]}
+        own = self._own_number("ALFRED", "alfred_check", state, seen, working, turn, cancel)
+        entry = {**state["results"][-1], "alfred": own}
         self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_check", turn=turn, text=working,
                                data={"results": entry, "majority": numbers.majority(entry)})
         return {"results": [entry], "check": [*seen, {"role": "assistant", "content": working}],
@@ -394,7 +415,7 @@ class SocraticGraph:
         initial: DialogueState = {"task_id": task_id, "task": task, "memories": memories, "turn": 0,
                                   "transcript": [], "dialogue": [], "dissonance": [], "tool_results": [],
                                   "forges": 0, "tool_calls": 0, "tool_request": None, "tool_call": None,
-                                  "results": [], "check": []}
+                                  "results": [], "check": [], "brick_result": None, "held": []}
         return self._compiled.invoke(initial, config)
 
     def forget(self, task_id: str) -> None:

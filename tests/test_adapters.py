@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from a4ps.adapters.commands import gate_and_swap
+from a4ps.adapters.commands import gate_and_swap, wait_for_swap
 from a4ps.adapters.gate import KEPT_ASIDE, PROMOTED
 from a4ps.adapters.jobs import GATE, LORA_GGUF, PEFT_CONFIG, PEFT_WEIGHTS, REPORT
 from a4ps.adapters.swap import SwapError
@@ -419,6 +419,36 @@ def test_a_task_running_during_a_swap_ends_on_the_old_model_the_next_uses_the_ne
         assert offline["personas"][ANALYST]["current"] is None and offline["personas"][ANALYST]["previous"] is None
         row = offline["personas"][ANALYST]["adapters"][0]
         assert row["status"] == PROMOTED and row["by_hand"] is True and row["decision"] == KEPT_ASIDE
+
+
+def test_finetune_s_gate_step_with_a_backend_gates_and_swaps_there_and_stops_waiting_when_it_dies(tmp_path):
+    """`a4ps finetune`'s last step, with a backend running: the backend gates the job (ALFRED judges
+    blind) and swaps the promoted adapter in between tasks; the command follows it through the
+    backend's events. Once the backend is gone, a wait ends at the next silent ping, not the timeout."""
+    config = write_config(tmp_path / "config", settings={"models.provider": "ollama", "autonomy.enabled": False,
+                                                         "autopoiesis.enabled": False,
+                                                         "autopoiesis.promotion_win_rate": 0.55})
+    data = tmp_path / "data"
+    make_job(data, "jobG")  # trained, not gated yet
+    script = Script(lambda adapter_first: "1" if adapter_first else "2")  # the adapter's answer wins
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        with BackendProcess(data, config, extra_env={"OLLAMA_HOST": server.host}) as backend:
+            settings = load_settings(config / "settings.toml")
+            settings.data_dir, settings.zmq.pub_addr, settings.zmq.rep_addr = str(data), backend.pub_addr, \
+                backend.rep_addr
+            out = io.StringIO()
+            result = gate_and_swap(settings, ANALYST, "jobG", out=out, timeout_s=120)
+            assert result == {"win_rate": 1.0, "decision": PROMOTED, "promoted": True, "swapped": True}, out.getvalue()
+            assert "the backend judges jobG" in out.getvalue() and "swap: BRICK now speaks with jobG" in out.getvalue()
+            assert script.verdicts and json.loads((data / "adapters" / ANALYST / "jobG" / GATE).read_text())[
+                "decision"] == PROMOTED
+            brick = next(p for p in backend.request("get_state")["state"]["protos"] if p["name"] == ANALYST)
+            assert brick["adapter"] == "jobG"
+            backend.proc.kill()
+            backend.proc.wait()
+            started = time.monotonic()
+            assert wait_for_swap(settings, "no-such-swap", 60) is None
+            assert time.monotonic() - started < 30, "a dead backend was waited on for the whole timeout"
 
 
 # --- the real embedded model with a real GGUF LoRA -----------------------------------------------

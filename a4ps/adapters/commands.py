@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Iterator, TextIO
 
 from a4ps.autonomy.commands import ask
 
@@ -114,6 +114,26 @@ def _await_swap(settings: Any, reply: dict, out: TextIO, timeout_s: float = SWAP
     return 0
 
 
+class BackendSilent(Exception):
+    """The backend stopped answering while a command waited for its events."""
+
+
+def _events(settings: Any, events: Any, timeout_s: float) -> Iterator[tuple[str, dict]]:
+    """The backend's events for up to timeout_s; after SILENCE_PING_S without one, a ping checks that
+    it still runs (BackendSilent if not), so a dead backend is not waited on for the whole timeout."""
+    deadline, heard = time.monotonic() + timeout_s, time.monotonic()
+    while time.monotonic() < deadline:
+        item = events.poll_event(0.5)
+        if item is None:
+            if time.monotonic() - heard > SILENCE_PING_S:
+                if ask(settings, "ping") is None:
+                    raise BackendSilent()
+                heard = time.monotonic()
+            continue
+        heard = time.monotonic()
+        yield item
+
+
 def wait_for_swap(settings: Any, swap_id: str, timeout_s: float) -> tuple[str, dict] | None:
     """(topic, event) of the swap's outcome, or None when it did not come in time."""
     from a4ps.client import EventSubscriber
@@ -121,18 +141,11 @@ def wait_for_swap(settings: Any, swap_id: str, timeout_s: float) -> tuple[str, d
     events = EventSubscriber(settings.zmq.pub_addr)
     try:
         events.wait_for("state", 10.0)
-        deadline, heard = time.monotonic() + timeout_s, time.monotonic()
-        while time.monotonic() < deadline:
-            item = events.poll_event(0.5)
-            if item is None:
-                if time.monotonic() - heard > SILENCE_PING_S:
-                    if ask(settings, "ping") is None:
-                        return None
-                    heard = time.monotonic()
-                continue
-            heard = time.monotonic()
-            if item[0] in ("adapter_swapped", "adapter_swap_failed") and item[1].get("swap_id") == swap_id:
-                return item
+        for topic, event in _events(settings, events, timeout_s):
+            if topic in ("adapter_swapped", "adapter_swap_failed") and event.get("swap_id") == swap_id:
+                return topic, event
+        return None
+    except BackendSilent:
         return None
     finally:
         events.close()
@@ -216,17 +229,7 @@ def _gate_in_backend(settings: Any, persona: str, job_id: str, out: TextIO, time
         record, known = _known_outcome(settings, persona, job_id)
         if known is not None:
             return known
-        deadline, heard = time.monotonic() + timeout_s, time.monotonic()
-        while time.monotonic() < deadline:
-            item = events.poll_event(0.5)
-            if item is None:
-                if time.monotonic() - heard > SILENCE_PING_S:
-                    if ask(settings, "ping") is None:
-                        return _result(record, False, "the backend stopped answering")
-                    heard = time.monotonic()
-                continue
-            heard = time.monotonic()
-            topic, event = item
+        for topic, event in _events(settings, events, timeout_s):
             if topic == "adapter_gated" and event.get("job_id") == job_id:
                 if event.get("error"):
                     return _result(None, False, event["error"])
@@ -241,5 +244,7 @@ def _gate_in_backend(settings: Any, persona: str, job_id: str, out: TextIO, time
             elif topic == "adapter_swap_failed" and event.get("adapter") == job_id:
                 return _result(record, False, event["error"])
         return _result(record, False, f"no outcome within {timeout_s:g} s")
+    except BackendSilent:
+        return _result(record, False, "the backend stopped answering")
     finally:
         events.close()

@@ -13,6 +13,23 @@ from pathlib import Path
 from typing import Any
 
 
+def write_synced(fd: int, data: bytes) -> None:
+    """Write all of `data` to an open descriptor and fsync it (os.write may write only part)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so a file just created, renamed or linked in it survives a power loss."""
+    handle = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 def write_atomic(path: Path, data: bytes) -> None:
     """Replace `path` with `data` durably; the folder is created if needed."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,11 +43,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
+    sync_folder(path.parent)
 
 
 def write_json(path: Path, value: Any) -> None:

@@ -14,6 +14,8 @@ import secrets
 import time
 from pathlib import Path
 
+from a4ps.atomicfile import sync_folder, write_synced
+
 log = logging.getLogger(__name__)
 
 STALE_TEMP_S = 60.0  # a temp file older than this is from a process that died while writing
@@ -48,10 +50,7 @@ def write_private(path: Path, data: bytes, *, replace: bool = False) -> bytes:
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            write_synced(fd, data)
         finally:
             os.close(fd)
         if replace:
@@ -69,11 +68,7 @@ def write_private(path: Path, data: bytes, *, replace: bool = False) -> bytes:
                 os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    sync_folder(path.parent)
     return data
 
 

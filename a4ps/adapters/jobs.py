@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from a4ps.atomicfile import read_json
+from a4ps.errors import CodedError
 
 FOLDER = "adapters"
 LORA_GGUF = "adapter.gguf"
@@ -25,12 +26,8 @@ GATE = "gate.json"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
-class JobError(Exception):
+class JobError(CodedError):
     """A job that is not there, is not whole, or names a persona/job badly; `code` goes into replies."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from a4ps.adapters.choice import AdapterChoice
 from a4ps.adapters.jobs import JobError, check_name, load_job
+from a4ps.errors import CodedError
 from a4ps.events import EventBus
 from a4ps.models import ModelError, ModelManager
 from a4ps.models.lora import check_adapter_file
@@ -32,12 +33,8 @@ log = logging.getLogger(__name__)
 SWAP, ROLLBACK, RESTORE = "swap", "rollback", "restore"
 
 
-class SwapError(Exception):
+class SwapError(CodedError):
     """A swap or rollback that cannot be asked for; `code` goes into the error reply."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass

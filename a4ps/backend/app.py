@@ -33,6 +33,7 @@ from a4ps.client import control_token_path
 from a4ps.config import Codex, Settings
 from a4ps.config.loader import codex_path
 from a4ps.curator.requests import register as register_curator
+from a4ps.errors import CodedError
 from a4ps.events import EventBus
 from a4ps.events.bus import BusLogHandler
 from a4ps.finetune.requests import register as register_finetune
@@ -49,12 +50,8 @@ PROPOSAL_PENDING = "a codex proposal awaits your decision"
 MODEL_LOOPS = ("task-worker", "motivator", "curator", "adapters")
 
 
-class InquiryRefused(Exception):
+class InquiryRefused(CodedError):
     """An inquiry cannot be queued now; `code` says why (a proposal or an inquiry is pending)."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 class Backend:

@@ -23,6 +23,7 @@ import msgpack
 import zmq
 
 from a4ps.config.loader import bind_address_problem
+from a4ps.errors import CodedError
 from a4ps.events import Event
 
 log = logging.getLogger(__name__)
@@ -31,12 +32,8 @@ HWM = 100_000
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 
 
-class RequestError(Exception):
+class RequestError(CodedError):
     """A command cannot be served; `code` goes into the error reply."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 def error_reply(code: str, message: str) -> dict[str, Any]:

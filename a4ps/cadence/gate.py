@@ -20,6 +20,7 @@ from a4ps.cadence.amendment import AmendmentError, Change, apply
 from a4ps.cadence.codex_file import CodexFile, CodexFileError, unified_diff
 from a4ps.cadence.proposals import APPROVED, PENDING, REJECTED, Proposal, ProposalStore
 from a4ps.config.schema import Codex
+from a4ps.errors import CodedError
 from a4ps.events import EventBus
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,8 @@ log = logging.getLogger(__name__)
 APPROVE, REJECT = "approve", "reject"
 
 
-class GateError(Exception):
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
+class GateError(CodedError):
+    """A decision on a proposal that cannot be taken; `code` goes into the error reply."""
 
 
 class CodexGate:

@@ -28,6 +28,7 @@ from a4ps.curator.golden import GoldenSet, chat_sample
 from a4ps.curator.judge import EpisodeJudge, Verdict, turns_of
 from a4ps.curator.ledger import RATINGS, SHOWN_RATINGS, UP, DOWN, CurationLedger
 from a4ps.curator.stats import GIVE_UP_AFTER, curation_stats
+from a4ps.errors import CodedError
 from a4ps.events import Event, EventBus
 from a4ps.graph.voice import TaskCancelled
 from a4ps.memory.records import Episode
@@ -41,12 +42,8 @@ IDLE_POLL_S = 0.5
 JUDGED, GOLDEN, FAILED, STOPPED = "judged", "golden", "failed", "stopped"
 
 
-class RatingError(Exception):
+class RatingError(CodedError):
     """A rating that cannot be taken; `code` goes into the error reply."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 def wanted_golden(judgement: dict[str, Any], rating: str | None) -> bool:

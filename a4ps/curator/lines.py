@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from a4ps.atomicfile import write_atomic
+from a4ps.atomicfile import sync_folder, write_atomic, write_synced
 
 log = logging.getLogger(__name__)
 
@@ -89,18 +89,11 @@ def append_lines(path: Path, records: list[dict[str, Any]]) -> None:
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
     try:
         _cut_torn_tail(fd, os.fstat(fd).st_size)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
+        write_synced(fd, data)
     finally:
         os.close(fd)
     if created:
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        sync_folder(path.parent)
 
 
 def rewrite_lines(path: Path, records: list[dict[str, Any]]) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from a4ps.config.schema import Autopoiesis
 from a4ps.curator.golden import FOLDER, file_name
 from a4ps.curator.lines import read_lines
+from a4ps.errors import CodedError
 from a4ps.events import EventBus
 from a4ps.finetune.jobs import CANCELLED, DONE, FAILED, RUNNING, JobStore
 from a4ps.finetune.runner import JobFailed, run_job
@@ -35,12 +36,8 @@ RECONCILE_EVERY_S = 30.0  # records left running by a process that ended (this l
 SHOWN_JOBS = 8
 
 
-class FineTuneRefused(Exception):
+class FineTuneRefused(CodedError):
     """A command that cannot be done now; `code` goes into the error reply."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 class GoldenCounter:

@@ -87,6 +87,7 @@ class Backend:
             self.tasks.restore(state.get("tasks", []))
         self.codex_file = CodexFile(codex_path(), self.data_dir / "codex_history")
         self.proposals = ProposalStore(self.data_dir / "proposals")
+        self.proposals.restore((state or {}).get("proposal"))  # the image's copy of a pending one
         self.record = LegislativeRecord(self.data_dir / "cadence" / "record.json")
         self._next_codex: Codex | None = None  # an approved codex, adopted by the worker between tasks
         self._codex_lock = threading.Lock()
@@ -103,9 +104,9 @@ class Backend:
         self.curiosity = CuriosityTrial(self.voices, codex, self.forge)
         self.cadence = Cadence(settings, self.codex_file, self.proposals, self.record, self.voices,
                                ImpactPreview(settings, self.models, self.voices), self.bus, self._performance,
-                               on_pending=lambda _: self.motivator.hold(PROPOSAL_PENDING))
+                               on_pending=lambda _: self._proposal_pending(True))
         self.gate = CodexGate(self.proposals, self.codex_file, self.bus, on_codex=self._codex_approved,
-                              on_decided=lambda: self.motivator.hold(None))
+                              on_decided=lambda: self._proposal_pending(False))
         if self.proposals.pending() is not None:
             self.motivator.hold(PROPOSAL_PENDING)
         self.curator = build_curator(settings, codex, self.models, self.protos, self.voices, self.memory, self.tasks,
@@ -161,7 +162,7 @@ class Backend:
     def image_state(self) -> dict[str, Any]:
         return {"format": IMAGE_FORMAT, "saved_at": time.time(), "codex_version": self.codex.version,
                 "protos": self.protos.export(), "tasks": self.tasks.export(),
-                "autonomy": self.motivator.snapshot(), "proposal_id": (self._pending_map() or {}).get("proposal_id"),
+                "autonomy": self.motivator.snapshot(), "proposal": self._pending_map(),
                 "adapters": self.adapters.export()}
 
     def save_image(self, why: str) -> Path:
@@ -247,6 +248,11 @@ class Backend:
             self.request_inquiry("", trigger)
         except InquiryRefused as exc:
             log.info("no inquiry (%s): %s", trigger, exc)
+
+    def _proposal_pending(self, pending: bool) -> None:
+        """Autonomy waits while a proposal does; the image takes in (or drops) its copy at once."""
+        self.motivator.hold(PROPOSAL_PENDING if pending else None)
+        self.save_image_or_warn("proposal published" if pending else "proposal decided")
 
     def _codex_approved(self, codex: Codex) -> None:
         """A new codex version was written; the worker adopts it before its next task."""

@@ -1,7 +1,8 @@
 """The pending proposal is kept whole in the living image as well as in data/proposals/<id>.json, against
 a real backend process with scripted answers from the Ollama stand-in: a file lost or damaged while the
 backend was down is restored from the image and stays decidable with the same digest; where the image and
-the file differ, the file (where decisions are written) wins; a decided proposal leaves the image."""
+the file differ, the file (where decisions are written) wins; a decided proposal leaves the image; an
+inquiry run again after a crash finds the proposal it made and asks nothing."""
 
 from __future__ import annotations
 
@@ -9,11 +10,22 @@ import json
 import tomllib
 
 from a4ps.protos import LivingImage
-from tests.support.backend import BackendProcess
+from tests.support.backend import BackendProcess, wait_for_task
 from tests.support.config import write_config
 from tests.support.ollama_standin import OllamaStandIn
 from tests.support.society_script import MODELS, SocietyScript
 from tests.test_cadence import MARKER, NEW_PROMPT, inquire, settings
+
+
+def requeue_inquiry_in_image(data) -> str:
+    """Sign a checkpoint whose inquiry task still waits, as when the SIGKILL came after the proposal was
+    stored but before the image recorded the task's end; returns the task id."""
+    image = LivingImage(data / "image", data / "image.key", 5)
+    state, _ = image.load_latest()
+    inquiry = next(t for t in state["tasks"] if t["kind"] == "inquiry")
+    inquiry.update(status="queued", started_at=None, finished_at=None, result=None)
+    image.save(state)
+    return inquiry["task_id"]
 
 
 def kept_in_image(data) -> dict | None:
@@ -46,9 +58,16 @@ def test_a_deleted_proposal_file_is_restored_from_the_image_and_its_approval_app
         assert kept_in_image(data) == proposal, "the image holds the whole proposal, history and digest included"
         path = data / "proposals" / f"{proposal['proposal_id']}.json"
         path.unlink()
+        inquiry = requeue_inquiry_in_image(data)
         with BackendProcess(data, config, extra_env=env) as backend:
+            events = backend.subscribe()
             again = backend.request("get_proposal")["proposal"]
             assert again == proposal
+            rerun = wait_for_task(events, inquiry, {"done", "failed"}, 60)
+            assert rerun["status"] == "done" and rerun["result"].startswith(f"proposal {proposal['proposal_id']}")
+            assert script.asked["proposal"] == 1, "the inquiry run again found its proposal and asked nothing"
+            assert backend.request("get_proposal")["proposal"] == proposal
+            events.close()
             state = backend.request("get_state")["state"]
             assert state["proposal"]["proposal_id"] == proposal["proposal_id"]
             assert state["autonomy"]["state"] == "paused" and "proposal" in state["autonomy"]["reason"]
@@ -63,6 +82,7 @@ def test_a_deleted_proposal_file_is_restored_from_the_image_and_its_approval_app
     assert next(p for p in codex["persona"] if p["name"] == "ROBIN")["system_prompt"].endswith(MARKER)
     assert json.loads(path.read_text())["status"] == "approved"
     assert f"proposal {proposal['proposal_id']} (pending) restored from the living image" in backend.output()
+    assert f"inquiry {inquiry} made proposal {proposal['proposal_id']} before a restart" in backend.output()
 
 
 def test_a_damaged_file_is_restored_and_where_image_and_file_differ_the_file_wins(tmp_path):

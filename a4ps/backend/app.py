@@ -28,7 +28,7 @@ from a4ps.cadence.gate import CodexGate
 from a4ps.cadence.history import LegislativeRecord
 from a4ps.cadence.inquiry import Cadence, InquiryFailed
 from a4ps.cadence.preview import ImpactPreview
-from a4ps.cadence.proposals import ProposalStore
+from a4ps.cadence.proposals import PENDING, ProposalStore
 from a4ps.client import control_token_path
 from a4ps.config import Codex, Settings
 from a4ps.config.loader import codex_path
@@ -299,8 +299,9 @@ class Backend:
             if task.kind == INQUIRY:
                 proposal = self.cadence.inquire(task.task_id, str(task.details.get("topic") or ""),
                                                 str(task.details.get("trigger") or "user"), self._cancel_current)
+                decision = "awaiting your decision" if proposal.status == PENDING else proposal.status
                 self.tasks.finish(task, DONE, result=f"proposal {proposal.proposal_id}: {proposal.change['target']} "
-                                                     f"({proposal.change['operation']}); awaiting your decision")
+                                                     f"({proposal.change['operation']}); {decision}")
                 return
             text = task.text
             if task.kind == CURIOSITY:

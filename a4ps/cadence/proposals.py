@@ -49,6 +49,7 @@ class Proposal:
     base_version: int
     trigger: str
     subject: str = ""  # what the person asked the society to reflect on, if anything
+    task_id: str = ""  # the inquiry task that made it: a re-run after a crash finds it, never asks again
     proposal_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created_at: float = field(default_factory=time.time)
     status: str = PENDING
@@ -160,6 +161,10 @@ class ProposalStore:
         """The pending proposal (the newest, should there ever be several)."""
         found = [p for path in sorted(self._folder.glob("*.json")) if (p := self._load(path)) and p.status == PENDING]
         return max(found, key=lambda p: p.created_at) if found else None
+
+    def of_task(self, task_id: str) -> Proposal | None:
+        """The proposal the inquiry task `task_id` already made, if any."""
+        return next((p for p in self.all() if task_id and p.task_id == task_id), None)
 
     def all(self) -> list[Proposal]:
         found = [p for path in sorted(self._folder.glob("*.json")) if (p := self._load(path))]

@@ -226,7 +226,8 @@ class Backend:
         return self.protos.snapshot(), broken
 
     def request_inquiry(self, topic: str, trigger: str) -> Task:
-        """Queue an inquiry into the codex (a person's request runs as theirs; a self-set one waits)."""
+        """Queue an inquiry into the codex (a person's request runs as theirs; a self-set one waits, with
+        source `motivator` when it is a goal the Motivator set, else `cadence`)."""
         if self.proposals.pending() is not None:
             raise InquiryRefused("proposal_pending", "a codex proposal already awaits a decision (get_proposal)")
         running = self.tasks.running
@@ -237,17 +238,20 @@ class Backend:
         if trigger == "user":
             task, _ = self.tasks.submit(text, "user", kind=INQUIRY, details=details)
         else:
-            task = self.tasks.submit_self_set(text, "cadence", kind=INQUIRY, details=details)
+            source = "motivator" if trigger == "motivator" else "cadence"
+            task = self.tasks.submit_self_set(text, source, kind=INQUIRY, details=details)
             if task is None:
                 raise InquiryRefused("inquiry_pending", "a self-set task is already waiting")
         self.save_image_or_warn("inquiry queued")
         return task
 
-    def _self_inquiry(self, trigger: str) -> None:
+    def _self_inquiry(self, topic: str, trigger: str) -> Task | None:
+        """The Motivator's request: the queued task, or None (logged) when it is refused."""
         try:
-            self.request_inquiry("", trigger)
+            return self.request_inquiry(topic, trigger)
         except InquiryRefused as exc:
             log.info("no inquiry (%s): %s", trigger, exc)
+            return None
 
     def _proposal_pending(self, pending: bool) -> None:
         """Autonomy waits while a proposal does; the image takes in (or drops) its copy at once."""

@@ -216,8 +216,8 @@ class Workspace(BoxLayout):
             goal = goal.strip()
             trigger = str(event.get("trigger") or "idle")
             what = "reflection on the codex" if event.get("kind") == "reflect" else "goal"
-            self.dialogue.add_note(f"Self-set {what} ({trigger}): {goal[:300]}" + (f" — why: {why[:300]}" if why else ""),
-                                   theme.WARN_HEX)
+            note = f"Self-set {what} ({trigger}): {goal[:300]}" + (f" — why: {why[:300]}" if why else "")
+            self.dialogue.add_note(note, theme.WARN_HEX)
 
     def _on_codex_changed(self, event: dict) -> None:
         if not isinstance(event.get("version"), int):

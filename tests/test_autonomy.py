@@ -50,8 +50,10 @@ def test_a_user_task_runs_before_a_waiting_self_set_one_and_one_self_set_waits_a
 
 def test_idle_goals_are_written_a_repeat_is_refused_and_the_hourly_budget_holds(tmp_path):
     script = SocietyScript()
-    first = {"goal": "Compare two ways to sort a list of words.", "why": "Sorting came up.", "builds_on": "nothing yet"}
-    second = {"goal": "Write a short checklist for planning a trip.", "why": "Plans help.", "builds_on": "a trip task"}
+    first = {"kind": "task", "goal": "Compare two ways to sort a list of words.", "why": "Sorting came up.",
+             "builds_on": "nothing yet"}
+    second = {"kind": "task", "goal": "Write a short checklist for planning a trip.", "why": "Plans help.",
+              "builds_on": "a trip task"}
     script.push("goal", first, first, second)
     config = write_config(tmp_path / "config", settings=autonomy_settings())
     with OllamaStandIn(models=MODELS, responder=script) as server:
@@ -60,6 +62,7 @@ def test_idle_goals_are_written_a_repeat_is_refused_and_the_hourly_budget_holds(
             goals = collect(events, "goal", 60, count=2)
             assert [g["goal"] for g in goals] == [first["goal"], second["goal"]], "the repeat was refused"
             assert goals[0]["trigger"] == "idle" and goals[0]["why"] == "Sorting came up."
+            assert [g["kind"] for g in goals] == ["task", "task"]
             assert script.asked["goal"] == 3, "the repeated goal was asked for again"
             state = backend.request("get_state")["state"]
             tasks = {t["task_id"]: t for t in state["tasks"]}
@@ -142,8 +145,12 @@ def test_the_embedded_model_writes_an_idle_goal(tmp_path):
         goal = collect(events, "goal", 400)
         assert goal, f"no goal event:\n{backend.output()[-3000:]}"
         assert len(goal[0]["goal"]) >= 12 and goal[0]["why"] and goal[0]["trigger"] == "idle"
+        assert goal[0]["kind"] in ("task", "reflect")
         task = next(t for t in backend.request("get_state")["state"]["tasks"] if t["task_id"] == goal[0]["task_id"])
-        assert task["source"] == "motivator" and task["text"] == goal[0]["goal"]
+        if goal[0]["kind"] == "task":
+            assert task["source"] == "motivator" and task["text"] == goal[0]["goal"]
+        else:
+            assert task["kind"] == "inquiry" and task["details"] == {"topic": goal[0]["goal"], "trigger": "motivator"}
         backend.request("cancel_task", task_id=task["task_id"])
         events.close()
 
@@ -193,7 +200,7 @@ def test_a_new_tool_gets_a_curiosity_task_in_which_brick_calls_it(tmp_path):
                     if item[0] == "goal":
                         goal = item[1]
             assert goal is not None, [t for t, _ in seen]
-            assert goal["trigger"] == "tool_created" and goal["builds_on"] == "word_count"
+            assert goal["trigger"] == "tool_created" and goal["builds_on"] == "word_count" and goal["kind"] == "task"
             assert any(t == "tool_created" and e["tool"]["name"] == "word_count" for t, e in seen)
             done = wait_for_task(events, user, {"done", "failed"}, 60)
             assert done["status"] == "done"

@@ -500,12 +500,17 @@ def test_the_ui_fetches_proposals_reopens_them_marks_goals_and_switches_autonomy
             wait_until(lambda: "g1" in ws.dialogue.headers, 10, "the goal's task")
             header = ws.dialogue.headers["g1"].text
             assert "SELF-SET GOAL" in header and "why: Sorting came up." in header
+            peer.publish("goal", {"seq": 3, "time": now, "goal": "Reflect on ROBIN's long replies.", "kind": "reflect",
+                                  "why": "They drew dissonance.", "trigger": "idle", "task_id": "g2"})
+            wait_until(lambda: any(isinstance(e, NoteEntry) and e.text == "Self-set reflection on the codex (idle): "
+                                   "Reflect on ROBIN's long replies. — why: They drew dissonance."
+                                   for e in ws.dialogue.body.children), 10, "the reflection in the log")
 
-            peer.publish("codex_proposal", {"seq": 3, "time": now, "proposal_id": "p-9"})
+            peer.publish("codex_proposal", {"seq": 4, "time": now, "proposal_id": "p-9"})
             wait_until(lambda: "p-9" in ws.approvals, 10, "the dialog on the fetched proposal")
             dialog = ws.approvals["p-9"]
             assert dialog.proposal["history"] == fetched["history"] and len(peer.commands("get_proposal")) == 1
-            peer.publish("proposal_decided", {"seq": 4, "time": now, "proposal_id": "p-9", "decision": "reject",
+            peer.publish("proposal_decided", {"seq": 5, "time": now, "proposal_id": "p-9", "decision": "reject",
                                               "reason": "", "new_version": None})
             wait_until(lambda: "p-9" not in ws.approvals and dialog not in open_modals(), 10, "the dialog closed")
 

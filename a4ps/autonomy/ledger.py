@@ -1,7 +1,8 @@
-"""What the Motivator must remember across restarts: the user's choice and the goals it set.
+"""What the Motivator must remember across restarts: the user's choice, the goals it set, the last inquiry.
 
-Why: "paused" is the user's decision and must outlive the process, and the hourly goal budget must
-not reset because the backend restarted. Kept in `<data_dir>/autonomy.json`, replaced atomically.
+Why: "paused" is the user's decision and must outlive the process, and neither the hourly goal budget
+nor the cooldown after an inquiry may reset because the backend restarted. Kept in
+`<data_dir>/autonomy.json`, replaced atomically.
 """
 
 from __future__ import annotations
@@ -21,12 +22,12 @@ KEEP_GOALS = 50
 
 
 class AutonomyLedger:
-    """The user's choice (`running` or `paused`) and the recent self-set goals, on disk."""
+    """The user's choice (`running` or `paused`), the recent self-set goals and when an inquiry last ran."""
 
     def __init__(self, path: Path):
         self._path = path
         self._lock = threading.Lock()
-        self.choice, self._goals = RUNNING, []
+        self.choice, self._goals, self.last_inquiry_at = RUNNING, [], None
         try:
             saved = read_json(path) or {}
         except ValueError as exc:  # a damaged file loses the record, never the backend
@@ -35,15 +36,25 @@ class AutonomyLedger:
         if saved.get("choice") in (RUNNING, PAUSED):
             self.choice = saved["choice"]
         self._goals = [g for g in saved.get("goals", []) if isinstance(g, dict) and "goal" in g and "at" in g]
+        last = saved.get("last_inquiry_at")
+        if isinstance(last, (int, float)) and not isinstance(last, bool):
+            self.last_inquiry_at = float(last)
 
     def _save(self) -> None:
-        write_json(self._path, {"choice": self.choice, "goals": self._goals[-KEEP_GOALS:]})
+        write_json(self._path, {"choice": self.choice, "goals": self._goals[-KEEP_GOALS:],
+                                "last_inquiry_at": self.last_inquiry_at})
 
     def set_choice(self, choice: str) -> None:
         if choice not in (RUNNING, PAUSED):
             raise ValueError(f"autonomy can be set to running or paused, not {choice!r}")
         with self._lock:
             self.choice = choice
+            self._save()
+
+    def note_inquiry(self, at: float) -> None:
+        """An inquiry into the codex ran (started or ended) at `at`: the reflection cooldown counts from it."""
+        with self._lock:
+            self.last_inquiry_at = max(at, self.last_inquiry_at or at)
             self._save()
 
     def record_goal(self, goal: dict[str, Any]) -> None:

@@ -5,6 +5,11 @@ waited for `autonomy.idle_after_s`, sets at most `max_goals_per_hour` goals, kee
 self-set task waiting (and the queue runs a person's task before it), stops writing a goal the
 moment a person submits one, and pauses when the user says so or while a codex proposal waits.
 
+An idle goal of kind `reflect` becomes an inquiry into the codex (trigger `motivator`, the goal as its
+topic) instead of a task; it counts against the budget like any goal, and is offered only while no
+proposal awaits a decision and no inquiry ran within `autonomy.inquiry_cooldown_s` (checked again once
+written: a reflection closed meanwhile is skipped).
+
 It is fed by the EventBus (`on_event`) and runs as the supervised loop `motivator` (one `step` at a
 time). Every self-set goal is published as a `goal` event; its state as an `autonomy` event.
 """
@@ -17,9 +22,10 @@ import time
 from collections import deque
 from typing import Any, Callable
 
-from a4ps.autonomy.goals import GoalRefused, GoalWriter
+from a4ps.autonomy.goals import REFLECT, TASK, Goal, GoalRefused, GoalWriter
 from a4ps.autonomy.ledger import OFF, PAUSED, RUNNING, AutonomyLedger
-from a4ps.backend.tasks import CURIOSITY, DIALOGUE, QUEUED, USER, TaskQueue
+from a4ps.backend.tasks import CURIOSITY, DIALOGUE, DONE, FAILED, INQUIRY, QUEUED, USER, TaskQueue
+from a4ps.backend.tasks import RUNNING as TASK_RUNNING  # the ledger's RUNNING is autonomy's state
 from a4ps.config.schema import Autonomy
 from a4ps.events import Event, EventBus
 from a4ps.graph.voice import TaskCancelled
@@ -36,7 +42,9 @@ class Motivator:
 
     def __init__(self, config: Autonomy, ledger: AutonomyLedger, tasks: TaskQueue, bus: EventBus,
                  writer: GoalWriter, stop: threading.Event,
-                 request_inquiry: Callable[[str], Any] | None = None, clock: Callable[[], float] = time.time):
+                 request_inquiry: Callable[[str, str], Any] | None = None,
+                 clock: Callable[[], float] = time.time):
+        """`request_inquiry(topic, trigger)` queues an inquiry and returns its task, or None when refused."""
         self._config, self._ledger, self._tasks, self._bus = config, ledger, tasks, bus
         self._writer, self._stop, self._request_inquiry, self._clock = writer, stop, request_inquiry, clock
         self._lock = threading.Lock()
@@ -106,6 +114,12 @@ class Motivator:
             self._last_activity = self._clock()
             if payload.get("status") == QUEUED and payload.get("priority", USER) == USER:
                 self._interrupt.set()  # a person's task: the model is theirs
+            if payload.get("kind") == INQUIRY and payload.get("status") in (TASK_RUNNING, DONE, FAILED):
+                try:
+                    self._ledger.note_inquiry(self._clock())
+                except OSError as exc:
+                    log.error("motivator: when the inquiry ran is not kept on disk (%s); the cooldown holds "
+                              "until a restart", exc)
         elif event.topic == "tool_created":
             tool = payload.get("tool") or {}
             if tool.get("name"):
@@ -124,7 +138,7 @@ class Motivator:
             if due and self.state()[0] == RUNNING and self._request_inquiry is not None:
                 log.info("motivator: %d high-dissonance tasks within a day; asking for an inquiry",
                          self._config.inquiry_after)
-                self._request_inquiry("dissonance")
+                self._request_inquiry("", "dissonance")
 
     # --- the loop ---------------------------------------------------------------------------------
     def step(self) -> None:
@@ -154,13 +168,26 @@ class Motivator:
             with self._lock:
                 self._new_tools.appendleft(tool)
             return
-        self._record(goal, why, tool["name"], "tool_created", task.task_id)
+        self._record(goal, why, tool["name"], "tool_created", task.task_id, TASK)
+
+    def _reflection_closed(self) -> str | None:
+        """Why an idle goal may not be a reflection on the codex now; None when it may."""
+        if self._request_inquiry is None:
+            return "no inquiry can be requested"
+        with self._lock:
+            held = self._held
+        if held:
+            return held
+        last, cooldown = self._ledger.last_inquiry_at, self._config.inquiry_cooldown_s
+        if last is not None and (ago := self._clock() - last) < cooldown:
+            return f"an inquiry ran {ago / 60:.0f} min ago; autonomy.inquiry_cooldown_s is {cooldown:g} s"
+        return None
 
     def _idle_goal(self) -> None:
         self._interrupt.clear()
         started = self._clock()
         try:
-            goal = self._writer.write(self._ledger.recent_goals(), self._interrupt)
+            goal = self._writer.write(self._ledger.recent_goals(), self._interrupt, self._reflection_closed())
         except TaskCancelled:
             log.info("motivator: a person needs the model; the goal is not written")
             return
@@ -172,15 +199,29 @@ class Motivator:
             log.info("motivator: goal %r dropped: work arrived or autonomy paused while it was written",
                      goal.goal[:80])
             return
+        if goal.kind == REFLECT:
+            self._reflect(goal)
+            return
         task = self._tasks.submit_self_set(goal.goal, "motivator", kind=DIALOGUE,
                                            details={"why": goal.why, "trigger": "idle"})
         if task is None:
             return
-        self._record(goal.goal, goal.why, goal.builds_on, "idle", task.task_id)
+        self._record(goal.goal, goal.why, goal.builds_on, "idle", task.task_id, TASK)
 
-    def _record(self, goal: str, why: str, builds_on: str, trigger: str, task_id: str) -> None:
+    def _reflect(self, goal: Goal) -> None:
+        """The goal is a reflection: an inquiry with the goal as its topic, if reflection is still open."""
+        closed = self._reflection_closed()  # it was open when asked; a proposal or inquiry may have come since
+        task = None if closed else self._request_inquiry(goal.goal, "motivator")
+        if task is None:
+            log.info("motivator: reflection %r skipped: %s", goal.goal[:80], closed or "the inquiry was refused")
+            self._last_activity = self._clock()  # ask again after another idle period
+            return
+        self._record(goal.goal, goal.why, goal.builds_on, "idle", task.task_id, REFLECT)
+
+    def _record(self, goal: str, why: str, builds_on: str, trigger: str, task_id: str, kind: str) -> None:
         self._ledger.record_goal({"goal": goal, "why": why, "trigger": trigger, "task_id": task_id,
-                                  "at": self._clock()})
-        log.info("motivator: goal set (%s): %s", trigger, goal[:120])
-        self._bus.publish("goal", goal=goal, why=why, builds_on=builds_on, trigger=trigger, task_id=task_id)
+                                  "kind": kind, "at": self._clock()})
+        log.info("motivator: goal set (%s, %s): %s", trigger, kind, goal[:120])
+        self._bus.publish("goal", goal=goal, why=why, builds_on=builds_on, trigger=trigger, task_id=task_id,
+                          kind=kind)
         self._publish_if_changed(force=True)

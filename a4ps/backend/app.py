@@ -28,7 +28,7 @@ from a4ps.cadence.gate import CodexGate
 from a4ps.cadence.history import LegislativeRecord
 from a4ps.cadence.inquiry import Cadence, InquiryFailed
 from a4ps.cadence.preview import ImpactPreview
-from a4ps.cadence.proposals import ProposalStore
+from a4ps.cadence.proposals import PENDING, ProposalStore
 from a4ps.client import control_token_path
 from a4ps.config import Codex, Settings
 from a4ps.config.loader import codex_path
@@ -84,6 +84,7 @@ class Backend:
             self.tasks.restore(state.get("tasks", []))
         self.codex_file = CodexFile(codex_path(), self.data_dir / "codex_history")
         self.proposals = ProposalStore(self.data_dir / "proposals")
+        self.proposals.restore((state or {}).get("proposal"))  # the image's copy of a pending one
         self.record = LegislativeRecord(self.data_dir / "cadence" / "record.json")
         self._next_codex: Codex | None = None  # an approved codex, adopted by the worker between tasks
         self._codex_lock = threading.Lock()
@@ -100,9 +101,9 @@ class Backend:
         self.curiosity = CuriosityTrial(self.voices, codex, self.forge)
         self.cadence = Cadence(settings, self.codex_file, self.proposals, self.record, self.voices,
                                ImpactPreview(settings, self.models, self.voices), self.bus, self._performance,
-                               on_pending=lambda _: self.motivator.hold(PROPOSAL_PENDING))
+                               on_pending=lambda _: self._proposal_pending(True))
         self.gate = CodexGate(self.proposals, self.codex_file, self.bus, on_codex=self._codex_approved,
-                              on_decided=lambda: self.motivator.hold(None))
+                              on_decided=lambda: self._proposal_pending(False))
         if self.proposals.pending() is not None:
             self.motivator.hold(PROPOSAL_PENDING)
         self.curator = build_curator(settings, codex, self.models, self.protos, self.voices, self.memory, self.tasks,
@@ -158,7 +159,7 @@ class Backend:
     def image_state(self) -> dict[str, Any]:
         return {"format": IMAGE_FORMAT, "saved_at": time.time(), "codex_version": self.codex.version,
                 "protos": self.protos.export(), "tasks": self.tasks.export(),
-                "autonomy": self.motivator.snapshot(), "proposal_id": (self._pending_map() or {}).get("proposal_id"),
+                "autonomy": self.motivator.snapshot(), "proposal": self._pending_map(),
                 "adapters": self.adapters.export()}
 
     def save_image(self, why: str) -> Path:
@@ -222,7 +223,8 @@ class Backend:
         return self.protos.snapshot(), broken
 
     def request_inquiry(self, topic: str, trigger: str) -> Task:
-        """Queue an inquiry into the codex (a person's request runs as theirs; a self-set one waits)."""
+        """Queue an inquiry into the codex (a person's request runs as theirs; a self-set one waits, with
+        source `motivator` when it is a goal the Motivator set, else `cadence`)."""
         if self.proposals.pending() is not None:
             raise InquiryRefused("proposal_pending", "a codex proposal already awaits a decision (get_proposal)")
         running = self.tasks.running
@@ -233,17 +235,25 @@ class Backend:
         if trigger == "user":
             task, _ = self.tasks.submit(text, "user", kind=INQUIRY, details=details)
         else:
-            task = self.tasks.submit_self_set(text, "cadence", kind=INQUIRY, details=details)
+            source = "motivator" if trigger == "motivator" else "cadence"
+            task = self.tasks.submit_self_set(text, source, kind=INQUIRY, details=details)
             if task is None:
                 raise InquiryRefused("inquiry_pending", "a self-set task is already waiting")
         self.save_image_or_warn("inquiry queued")
         return task
 
-    def _self_inquiry(self, trigger: str) -> None:
+    def _self_inquiry(self, topic: str, trigger: str) -> Task | None:
+        """The Motivator's request: the queued task, or None (logged) when it is refused."""
         try:
-            self.request_inquiry("", trigger)
+            return self.request_inquiry(topic, trigger)
         except InquiryRefused as exc:
             log.info("no inquiry (%s): %s", trigger, exc)
+            return None
+
+    def _proposal_pending(self, pending: bool) -> None:
+        """Autonomy waits while a proposal does; the image takes in (or drops) its copy at once."""
+        self.motivator.hold(PROPOSAL_PENDING if pending else None)
+        self.save_image_or_warn("proposal published" if pending else "proposal decided")
 
     def _codex_approved(self, codex: Codex) -> None:
         """A new codex version was written; the worker adopts it before its next task."""
@@ -290,8 +300,9 @@ class Backend:
             if task.kind == INQUIRY:
                 proposal = self.cadence.inquire(task.task_id, str(task.details.get("topic") or ""),
                                                 str(task.details.get("trigger") or "user"), self._cancel_current)
+                decision = "awaiting your decision" if proposal.status == PENDING else proposal.status
                 self.tasks.finish(task, DONE, result=f"proposal {proposal.proposal_id}: {proposal.change['target']} "
-                                                     f"({proposal.change['operation']}); awaiting your decision")
+                                                     f"({proposal.change['operation']}); {decision}")
                 return
             text = task.text
             if task.kind == CURIOSITY:

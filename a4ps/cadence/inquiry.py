@@ -55,6 +55,11 @@ class Cadence:
         return entries, dialogues
 
     def inquire(self, task_id: str, topic: str, trigger: str, cancel: threading.Event) -> Proposal:
+        made = self._store.of_task(task_id)
+        if made is not None:  # killed after the proposal was stored, before the image knew the task ended
+            log.info("cadence: inquiry %s made proposal %s before a restart; not asked again", task_id,
+                     made.proposal_id)
+            return made
         if self._store.pending() is not None:
             raise InquiryFailed("a proposal already awaits a decision")
         text, current = self._file.read()
@@ -97,7 +102,7 @@ class Cadence:
                             expected_consequences=data["expected_consequences"].strip(),
                             consequences=f"{data['expected_consequences'].strip()}\n\n{preview_text(preview)}",
                             preview=preview, diff=diff, history=history, summary=summary,
-                            base_version=current.version, trigger=trigger, subject=topic)
+                            base_version=current.version, trigger=trigger, subject=topic, task_id=task_id)
         self._store.save(proposal)
         log.info("cadence: proposal %s: %s (%s)", proposal.proposal_id, change.target, change.operation)
         self._bus.publish("codex_proposal", **proposal.public())

@@ -111,6 +111,8 @@ class Autonomy(_Strict):
     idle_after_s: float = Field(gt=0)
     max_goals_per_hour: int = Field(ge=0, le=1000)
     inquiry_after: int = Field(ge=1, le=1000)  # high-dissonance tasks within a day that start an inquiry
+    # an idle goal may be a reflection on the codex (an inquiry) only this long after the last inquiry ran
+    inquiry_cooldown_s: float = Field(ge=0)
 
 
 class Cadence(_Strict):

@@ -215,8 +215,9 @@ class Workspace(BoxLayout):
         if isinstance(goal, str) and goal.strip():
             goal = goal.strip()
             trigger = str(event.get("trigger") or "idle")
-            self.dialogue.add_note(f"Self-set goal ({trigger}): {goal[:300]}" + (f" — why: {why[:300]}" if why else ""),
-                                   theme.WARN_HEX)
+            what = "reflection on the codex" if event.get("kind") == "reflect" else "goal"
+            note = f"Self-set {what} ({trigger}): {goal[:300]}" + (f" — why: {why[:300]}" if why else "")
+            self.dialogue.add_note(note, theme.WARN_HEX)
 
     def _on_codex_changed(self, event: dict) -> None:
         if not isinstance(event.get("version"), int):

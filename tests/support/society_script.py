@@ -36,8 +36,8 @@ class SocietyScript:
         if isinstance(fmt, dict):
             props = fmt.get("properties", {})
             if "goal" in props:
-                return self._decision("goal", {"goal": "Explain why the sky is blue.", "why": "Curiosity.",
-                                               "builds_on": "nothing yet"})
+                return self._decision("goal", {"kind": "task", "goal": "Explain why the sky is blue.",
+                                               "why": "Curiosity.", "builds_on": "nothing yet"})
             if "target" in props:
                 return self._decision("proposal", {})
             if "better" in props:

@@ -9,7 +9,7 @@ import toml
 from a4ps.config import load_codex
 from a4ps.protos import LivingImage, ProtoManager
 from tests.support.backend import BackendProcess
-from tests.support.config import write_config
+from tests.support.config import PLUMBING_MODEL, write_config
 from tests.support.ollama_standin import OllamaStandIn
 
 OLLAMA_MODELS = ["llama3.2:3b", "phi3:mini", "gemma2:2b"]
@@ -87,6 +87,8 @@ def test_a_restarted_backend_follows_the_new_provider_and_the_edited_codex(tmp_p
     config, data = write_config(tmp_path / "config"), tmp_path / "data"
     with BackendProcess(data, config) as first:
         assert first.request("ping")["provider"] == "embedded"
+        shown = {p["name"]: p["model"] for p in first.request("get_state")["state"]["protos"]}
+        assert set(shown.values()) == {PLUMBING_MODEL}, "embedded: the one model that runs, not the codex's names"
         assert first.request("update_proto", name="BRICK", changes={"temperature": 0.11})["ok"]
         assert first.request("update_proto", name="ROBIN", changes={"model": "robin-local.gguf"})["ok"]
     with OllamaStandIn(models=OLLAMA_MODELS) as server:

@@ -78,7 +78,8 @@ class Backend:
 
         state, _ = self.image.load_latest()
         state = state if state and state.get("format") in (1, IMAGE_FORMAT) else None
-        self.protos = ProtoManager.from_codex(codex, self.models.provider_name, (state or {}).get("protos"))
+        self.protos = ProtoManager.from_codex(codex, self.models.provider_name, (state or {}).get("protos"),
+                                              one_model=self.models.one_model)
         self.tasks = TaskQueue(settings.backend.recent_tasks, max_attempts=settings.backend.max_task_attempts)
         if state:
             self.tasks.restore(state.get("tasks", []))

@@ -204,6 +204,12 @@ class EmbeddedProvider:
                 self._llm = None
                 log.info("embedded model unloaded")
 
+    @property
+    def one_model(self) -> str:
+        """The one model every persona runs here (the codex's per-persona names do not apply): the
+        catalog name, or the GGUF file's name for models.embedded.model_path."""
+        return Path(self._config.model_path).name if self._config.model_path else self._config.model
+
     def describe(self) -> str:
         """Which model, without assembling or loading anything."""
         if self._config.model_path:

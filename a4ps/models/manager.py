@@ -91,6 +91,11 @@ class ModelManager:
     def provider_name(self) -> str:
         return self.provider.name
 
+    @property
+    def one_model(self) -> str | None:
+        """The model every persona runs when the provider runs only one (embedded), else None."""
+        return getattr(self.provider, "one_model", None)
+
     def set_embedder(self, embedder: Embedder) -> None:
         """The embedded provider's embeddings come from a real embedding model (memory organ)."""
         self._embedder = embedder

@@ -57,12 +57,12 @@ class Proto:
     counters: dict[str, int] = field(default_factory=lambda: {"calls": 0, "tokens": 0, "tasks": 0})
 
     @classmethod
-    def from_persona(cls, persona: Persona, provider: str) -> "Proto":
+    def from_persona(cls, persona: Persona, provider: str, one_model: str | None = None) -> "Proto":
         return cls(
             name=persona.name,
             role=persona.role,
             system_prompt=persona.system_prompt,
-            model=persona.models[provider],
+            model=one_model or persona.models[provider],
             temperature=persona.temperature,
             top_p=persona.top_p,
             max_tokens=persona.max_tokens,
@@ -76,7 +76,7 @@ class ProtoManager:
     """Holds the protos; every change goes through here so listeners (the UI) hear about it."""
 
     def __init__(self, protos: dict[str, Proto], on_change: Callable[[Proto], None] | None = None, *,
-                 codex: Codex | None = None, provider: str = "",
+                 codex: Codex | None = None, provider: str = "", one_model: str | None = None,
                  overrides: dict[str, dict[str, dict[str, Any]]] | None = None):
         self._protos = protos
         self._lock = threading.RLock()
@@ -84,15 +84,18 @@ class ProtoManager:
         self._codex_version = codex.version if codex is not None else None
         self._personas = {p.name: p for p in codex.persona} if codex is not None else {}
         self._provider = provider
+        self._one_model = one_model
         self._overrides = overrides or {}  # persona -> key ("temperature", "model@ollama") -> record
         self._bases: dict[str, str] = {}  # persona -> its model without the adapter it now runs with
 
     @classmethod
     def from_codex(cls, codex: Codex, provider: str, saved: Any = None,
-                   on_change: Callable[[Proto], None] | None = None) -> "ProtoManager":
+                   on_change: Callable[[Proto], None] | None = None, *, one_model: str | None = None) -> "ProtoManager":
         """Personas from the codex for `provider`, with the live edits and counters of `saved`
-        (what `export` returned, from the image) that still apply; see the module docstring."""
-        protos = {persona.name: Proto.from_persona(persona, provider) for persona in codex.persona}
+        (what `export` returned, from the image) that still apply; see the module docstring.
+        `one_model`: the model a provider that runs one for everybody (embedded) really runs, shown
+        and asked for instead of the codex's per-persona names."""
+        protos = {persona.name: Proto.from_persona(persona, provider, one_model) for persona in codex.persona}
         overrides: dict[str, dict[str, dict[str, Any]]] = {}
         if isinstance(saved, dict) and isinstance(saved.get("overrides"), dict):
             overrides = _still_valid(codex, saved, provider)
@@ -106,7 +109,7 @@ class ProtoManager:
                     protos[name].counters.update(old.counters)
             log.info("living image from an older format: persona settings come from codex version %d",
                      codex.version)
-        manager = cls(protos, on_change, codex=codex, provider=provider, overrides=overrides)
+        manager = cls(protos, on_change, codex=codex, provider=provider, one_model=one_model, overrides=overrides)
         for name, records in overrides.items():
             for key, record in records.items():
                 if _applies(key, provider):
@@ -117,7 +120,7 @@ class ProtoManager:
         """Personas from a new codex version, live (call between tasks, never mid-answer): live
         edits made against the old version are dropped (the codex wins), counters are kept."""
         with self._lock:
-            fresh = ProtoManager.from_codex(codex, self._provider, self.export())
+            fresh = ProtoManager.from_codex(codex, self._provider, self.export(), one_model=self._one_model)
             for name, proto in fresh._protos.items():
                 if name in self._protos:
                     proto.status = self._protos[name].status

@@ -4,7 +4,8 @@ Wall time is split into model time (inside the provider) and orchestration (grap
 image saves). The same model calls are then replayed raw with llama_cpp for the generation ratio.
 Then Stop latency: from the moment a stop is asked to the moment the call returns, for the embedded
 model while it reads a long prompt (prefill) and while it writes, for a sandbox run of each backend
-available, and for a whole task through the backend (cancel_task to the `cancelled` event); and the
+available, and for a whole task through the backend (cancel_task to the `cancelled` event), stopped at
+its first token, inside a constrained decision and while a prompt is read; and the
 backend's restart-to-ready time after a SIGKILL mid-task (ping answered; model warm).
 Targets: orchestration <= 3% of wall time; embedded generation >= 0.95x raw tokens/s; Stop <= 1 s.
 Last line: one JSON object.
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from a4ps.backend.app import Backend  # noqa: E402
 from a4ps.client import BackendUnavailable, EventSubscriber, Requester, control_token_path  # noqa: E402
 from a4ps.config import load_codex, load_settings  # noqa: E402
+from a4ps.config.schema import STEWARD  # noqa: E402
 from a4ps.models import ModelManager  # noqa: E402
 from a4ps.models.embedded import EmbeddedProvider, thread_count  # noqa: E402
 from a4ps.models.structured import schema_to_gbnf  # noqa: E402
@@ -301,10 +303,54 @@ def _wait_event(events: EventSubscriber, task_id: str, topic: str, statuses: set
     return None
 
 
-def stop_task_and_restart(task: str) -> dict:
-    """A task stopped at its first token (cancel_task to the `cancelled` event); then a second task
-    is SIGKILLed mid-run and the backend restarted: seconds to ping, and to the model being warm."""
-    figures: dict = {}
+def _wait_call(events: EventSubscriber, persona: str, constrained: bool, timeout_s: float) -> bool:
+    """Wait for the end of a model call of `persona` (prose, or a constrained decision)."""
+    deadline = time.monotonic() + timeout_s
+    while (left := deadline - time.monotonic()) > 0:
+        item = events.poll_event(left)
+        if item and item[0] == "model_call" and item[1].get("persona") == persona \
+                and bool(item[1].get("constrained")) == constrained:
+            return True
+    return False
+
+
+# Where in a task the Stop lands (the plan is ALFRED's prose, then his constrained reading of the
+# answer's form, then BRICK reads his instruction before his first token):
+#   first_token - at the plan's first streamed token (generation);
+#   decision    - 2 s into the form decision, a grammar-constrained JSON call that streams nothing (its
+#                 short prompt read, it is writing under the grammar);
+#   prefill     - 0.3 s after that decision, while BRICK's prompt is read (no token yet).
+STOP_MOMENTS = ("first_token", "decision", "prefill")
+
+
+def _stop_task(events: EventSubscriber, req: Requester, task: str, moment: str) -> dict:
+    """Submit the task, stop it at `moment`; seconds from cancel_task to the task's final event."""
+    task_id = req.request("submit_task", text=task)["task_id"]
+    if _wait_event(events, task_id, "token", None, 300) is None:
+        raise RuntimeError("the task streamed no token in 300 s")
+    if moment in ("decision", "prefill"):
+        lead = STEWARD
+        if not _wait_call(events, lead, False, 300):
+            raise RuntimeError("the plan did not end in 300 s")
+        if moment == "prefill" and not _wait_call(events, lead, True, 300):
+            raise RuntimeError("the form decision did not end in 300 s")
+        delay_end, ended = time.monotonic() + (2.0 if moment == "decision" else 0.3), 0
+        while (left := delay_end - time.monotonic()) > 0:  # did the call end before the stop came?
+            item = events.poll_event(left)
+            ended += bool(item and item[0] == "model_call")
+        if ended:
+            moment += " (the call had ended: a later one was stopped)"
+    stopped = time.monotonic()
+    req.request("cancel_task", task_id=task_id)
+    final = _wait_event(events, task_id, "task", {"cancelled", "done", "failed"}, 60)
+    return {"latency_s": time.monotonic() - stopped if final else None,
+            "how": final["status"] if final else "no answer in 60 s", "landed": moment}
+
+
+def stop_task_and_restart(task: str, repeats: int) -> dict:
+    """Tasks stopped at each of STOP_MOMENTS, `repeats` times (cancel_task to the `cancelled` event);
+    then a task is SIGKILLed mid-run and the backend restarted: seconds to ping, and to the model warm."""
+    figures: dict = {"stops": {moment: [] for moment in STOP_MOMENTS}}
     with tempfile.TemporaryDirectory(prefix="a4ps-bench-serve-") as root:
         serve = ServeProcess(Path(root) / "data")
         try:
@@ -313,14 +359,9 @@ def stop_task_and_restart(task: str) -> dict:
             events.wait_for("state", 10)
             req = serve.requester()
             try:
-                task_id = req.request("submit_task", text=task)["task_id"]
-                if _wait_event(events, task_id, "token", None, 300) is None:
-                    raise RuntimeError("the task streamed no token in 300 s")
-                stopped = time.monotonic()
-                req.request("cancel_task", task_id=task_id)
-                final = _wait_event(events, task_id, "task", {"cancelled", "done", "failed"}, 60)
-                figures["stop_task_s"] = time.monotonic() - stopped
-                figures["stop_task_status"] = final["status"] if final else "no answer in 60 s"
+                for _ in range(repeats):
+                    for moment in STOP_MOMENTS:
+                        figures["stops"][moment].append(_stop_task(events, req, task, moment))
                 second = req.request("submit_task", text=task)["task_id"]
                 if _wait_event(events, second, "token", None, 300) is None:  # running, mid-answer
                     raise RuntimeError("the second task streamed no token in 300 s")
@@ -392,9 +433,15 @@ def main() -> int:
         print(f"Stop, sandbox {name:6}: median {summary['median_s']} s, max {summary['max_s']} s "
               f"(kill reason {', '.join(hows)}; guest was running in {sum(r['guest_ran'] for r in runs)}/{len(runs)})")
         figures[f"stop_sandbox_{name}"] = {**summary, "ended": hows}
-    served = stop_task_and_restart(args.task)
-    print(f"Stop, whole task   : {served.get('stop_task_s', float('nan')):.3f} s from cancel_task to the "
-          f"'{served.get('stop_task_status')}' event (at the task's first token)")
+    served = stop_task_and_restart(args.task, args.stop_repeats)
+    for moment, runs in served.pop("stops").items():
+        summary = _summary([r["latency_s"] for r in runs])
+        hows = sorted({r["how"] for r in runs})
+        missed = sum(r["landed"] != moment for r in runs)
+        print(f"Stop, task {moment:11}: median {summary['median_s']} s, max {summary['max_s']} s from cancel_task "
+              f"to the final event (ended {', '.join(hows)}; {len(runs) - missed}/{len(runs)} landed there; "
+              f"target <= 1 s)")
+        figures[f"stop_task_{moment}"] = {**summary, "ended": hows, "landed": len(runs) - missed}
     print(f"cold start         : {served['cold_start_ping_s']:.2f} s to the first ping answer")
     ready = served.get("restart_model_ready_s")
     print(f"restart after KILL : {served['restart_ping_s']:.2f} s to the first ping answer, "

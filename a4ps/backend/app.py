@@ -199,6 +199,7 @@ class Backend:
         if self.tasks.running is task:
             task.error = "cancelled by the user"
             self._cancel_current.set()
+            log.info("task %s: stop asked while it runs", task_id)
             return "cancelling"
         return task.status
 
@@ -314,6 +315,7 @@ class Backend:
                 log.info("task %s interrupted by shutdown; re-queued (it resumes at its last step)", task.task_id)
                 self.tasks.requeue(task)
             else:
+                log.info("task %s: stopped", task.task_id)
                 self._forget_progress(task)
                 self.tasks.finish(task, CANCELLED, error="cancelled by the user")
             return

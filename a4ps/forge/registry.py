@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from a4ps.atomicfile import sync_folder
+
 log = logging.getLogger(__name__)
 
 OK, BROKEN, VALIDATING = "ok", "broken", "validating"
@@ -31,14 +33,6 @@ _STALE_STAGING_S = 3600.0
 
 def source_hash(code: str, tests: str) -> str:
     return hashlib.sha256((code + "\0" + tests).encode()).hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_durable(path: Path, text: str) -> None:
@@ -57,7 +51,7 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    sync_folder(path.parent)
 
 
 @dataclass
@@ -156,12 +150,12 @@ class ToolRegistry:
             try:
                 _write_durable(staging / SOURCE, tool.source)
                 _write_durable(staging / TESTS, tool.tests)
-                _fsync_dir(staging)
+                sync_folder(staging)
                 target = folder / f"v{tool.version}"
                 if target.exists():  # files of a version whose manifest never got written (a crash)
                     shutil.rmtree(target)
                 staging.rename(target)
-                _fsync_dir(folder)
+                sync_folder(folder)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise

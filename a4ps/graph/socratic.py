@@ -162,10 +162,12 @@ class SocraticGraph:
                                    cancel=cancel)
 
     def _own_number(self, persona: str, node: str, state: DialogueState, seen: list[dict], answer: str,
-                    turn: int, cancel: threading.Event) -> float:
-        """The number the persona's own answer reached, asked right after it (its prompt is cached)."""
-        question = self._fill(self._prompts.own_result, state, persona=persona)
-        return self._decide(persona, node, state, seen, answer, question, schemas.RESULT, turn, cancel)["result"]
+                    turn: int, cancel: threading.Event, template: str | None = None) -> tuple[str, float]:
+        """The number the persona's own answer reached, asked right after it (its prompt is cached);
+        returns (the question, the number). `template`: another wording than the codex's own_result."""
+        question = self._fill(template or self._prompts.own_result, state, persona=persona)
+        data = self._decide(persona, node, state, seen, answer, question, schemas.RESULT, turn, cancel)
+        return question, data["result"]
 
     @staticmethod
     def _numeric(state: DialogueState) -> bool:
@@ -201,7 +203,7 @@ class SocraticGraph:
         seen, analysis = self._speak("BRICK", "brick", state, instruction, turn, self._config.thesis_tokens, cancel,
                                      before=held)
         numeric = self._numeric(state)
-        own = self._own_number("BRICK", "brick", state, seen, analysis, turn, cancel) if numeric else None
+        own = self._own_number("BRICK", "brick", state, seen, analysis, turn, cancel)[1] if numeric else None
         data: dict[str, Any] = {"needs_tool": False, "tool_spec": ""}
         if self._config.tools:
             tools = self._workshop.usable_tools() if self._workshop else []
@@ -237,9 +239,10 @@ class SocraticGraph:
         analysis = next((d["text"] for d in reversed(state.get("dialogue", [])) if d["node"] == "brick"), "")
         update: dict[str, Any] = {}
         if numeric:  # her own number (blind: the number her answer reached; later: the one she now holds)
-            question = self._fill(self._prompts.own_result if blind else self._prompts.results, state, persona="ROBIN")
-            data = self._decide("ROBIN", "robin", state, seen, reply, question, schemas.RESULT, turn, cancel)
-            entry = {"turn": turn, "brick": state["brick_result"], "robin": data["result"]}
+            question, mine = self._own_number("ROBIN", "robin", state, seen, reply, turn, cancel,
+                                              None if blind else self._prompts.results)
+            data = {"result": mine}
+            entry = {"turn": turn, "brick": state["brick_result"], "robin": mine}
             verdict = "aligned" if numbers.same_number(entry["robin"], entry["brick"]) else "opposed"
             update["results"] = [entry]
         else:
@@ -305,7 +308,7 @@ class SocraticGraph:
         seen = [{"role": "system", "content": self._society()}, *opening, {"role": "user", "content": instruction}]
         working = self._voices.speak("ALFRED", seen, task_id=state["task_id"], node="alfred_check", turn=turn,
                                      cancel=cancel, max_tokens=self._config.thesis_tokens) or "(no answer)"
-        own = self._own_number("ALFRED", "alfred_check", state, seen, working, turn, cancel)
+        _, own = self._own_number("ALFRED", "alfred_check", state, seen, working, turn, cancel)
         entry = {**state["results"][-1], "alfred": own}
         self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_check", turn=turn, text=working,
                                data={"results": entry, "majority": numbers.majority(entry)})

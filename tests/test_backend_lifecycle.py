@@ -42,7 +42,7 @@ def test_sigkill_mid_task_then_restart_keeps_the_queue(tmp_path):
         assert ids[running_id] in ("queued", "running", "done") and ids[queued_id] in ("queued", "running", "done")
         events = second.subscribe()
         for task_id in (running_id, queued_id):
-            final = wait_for_task(events, task_id, {"done", "failed"}, 300)
+            final = wait_for_task(events, task_id, {"done", "failed"}, 300, second)
             assert final["status"] == "done", final
         events.close()
     finally:

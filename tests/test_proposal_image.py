@@ -63,7 +63,7 @@ def test_a_deleted_proposal_file_is_restored_from_the_image_and_its_approval_app
             events = backend.subscribe()
             again = backend.request("get_proposal")["proposal"]
             assert again == proposal
-            rerun = wait_for_task(events, inquiry, {"done", "failed"}, 60)
+            rerun = wait_for_task(events, inquiry, {"done", "failed"}, 60, backend)
             assert rerun["status"] == "done" and rerun["result"].startswith(f"proposal {proposal['proposal_id']}")
             assert script.asked["proposal"] == 1, "the inquiry run again found its proposal and asked nothing"
             assert backend.request("get_proposal")["proposal"] == proposal

@@ -99,8 +99,16 @@ class BackendProcess:
             self.stop()
 
 
-def wait_for_task(events: EventSubscriber, task_id: str, statuses: set[str], timeout_s: float) -> dict:
-    """Collect events until the task reaches one of `statuses`; returns the task event."""
+def wait_for_task(events: EventSubscriber, task_id: str, statuses: set[str], timeout_s: float,
+                  backend: BackendProcess | None = None) -> dict:
+    """Collect events until the task reaches one of `statuses`; returns the task event. With `backend`, the
+    state is read first: a task that ran at start (restored from the image) may have ended before the
+    subscription was live, and its event is then never seen."""
+    if backend is not None:
+        state = backend.request("get_state")["state"]
+        task = next((t for t in state["tasks"] if t["task_id"] == task_id), None)
+        if task is not None and task["status"] in statuses:
+            return task
     deadline = time.monotonic() + timeout_s
     while (left := deadline - time.monotonic()) > 0:
         item = events.poll_event(left)

@@ -9,8 +9,10 @@ import threading
 
 import pytest
 
+from a4ps.backend.compose import build_executor
 from a4ps.config import load_codex, load_settings
 from a4ps.events import EventBus
+from a4ps.forge.program import run_program
 from a4ps.graph import SocraticGraph, TaskCancelled
 from a4ps.graph import results as numbers
 from a4ps.graph.dissonance import VERDICT_VALUES, measure, off_topic
@@ -48,9 +50,11 @@ def speaker(messages):
 class Script:
     """Prose for each instruction; the constrained follow-ups: a tool decision and scripted verdicts."""
 
-    def __init__(self, verdicts, tool_on_turn=None, form="prose", results=(), own=()):
+    def __init__(self, verdicts, tool_on_turn=None, form="prose", results=(), own=(), compute=False, program=None):
         self.verdicts = list(verdicts)
         self.form = form
+        self.compute, self.program = compute, program  # ALFRED's compute flag; BRICK's program (None: garbage)
+        self.round = None
         self.results = list(results)  # number tasks: (ROBIN's, BRICK's) number per round
         self.own = list(own)  # number tasks: ALFRED's own result, when he is asked for one
         self.tool_on_turn = tool_on_turn
@@ -72,7 +76,9 @@ class Script:
                     "second_opinion": "My own answer.", "own_working": "My working.", "synthesis": "Final answer."}[node]
         props = fmt["properties"]
         if "form" in props:
-            return json.dumps({"form": self.form, "items": 0, "list_marker": "1."})
+            return json.dumps({"form": self.form, "items": 0, "list_marker": "1.", "compute": self.compute})
+        if "lines" in props:
+            return json.dumps({"lines": self.program}) if self.program is not None else "import this"
         if "needs_tool" in props:
             wants = self.thesis_count == self.tool_on_turn
             answer = {"needs_tool": wants, "tool_spec": "count words in a text" if wants else ""}
@@ -81,7 +87,7 @@ class Script:
             return json.dumps(answer)
         if "result" in props:  # each voice states its own number: BRICK first in a round, then ROBIN
             asker = messages[-1]["content"].split(",", 1)[0]
-            if asker == "BRICK":
+            if asker == "BRICK" or self.round is None:  # (a computed round: BRICK states no number)
                 self.round = self.results.pop(0)
             number = {"ROBIN": self.round[0], "BRICK": self.round[1]}.get(asker)
             return json.dumps({"result": self.own.pop(0) if number is None else number})
@@ -340,6 +346,72 @@ def test_brick_calls_a_registered_tool_through_the_schema_enum():
     assert seen_formats[0]["properties"]["call_tool"]["enum"] == ["", "word_count"]
     assert workshop.called == [("word_count", {"text": "a b c d"})]
     assert "word_count returned 4" in [d["text"] for d in final["dialogue"] if d["node"] == "tool_call"]
+
+
+class ProgramWorkshop(RecordingWorkshop):
+    """The real program runner in the real sandbox, behind the graph's Workshop interface."""
+
+    def __init__(self, executor):
+        super().__init__()
+        self.executor, self.programs = executor, []
+
+    def compute(self, lines, *, cancel=None):
+        self.programs.append(lines)
+        return run_program(self.executor, lines, cancel=cancel)
+
+
+SEVENS = ["# how many times the digit 7 is written from 1 to 100", "count = 0", "for i in range(1, 101):",
+          "    count += str(i).count('7')", "answer = count"]
+
+
+@pytest.fixture(scope="module")
+def sandboxed(tmp_path_factory):
+    settings = load_settings()
+    settings.data_dir = str(tmp_path_factory.mktemp("graph-sandbox"))
+    return build_executor(settings)
+
+
+def test_a_number_that_takes_many_cases_is_computed_by_brick_in_the_sandbox_and_stands(sandboxed):
+    """ALFRED reads the task as one number over many cases: BRICK writes a program (JSON lines) instead
+    of working by hand, the sandbox runs it, and its number is the result. ROBIN still answers blind,
+    but her different hand-worked number starts no vote; ALFRED writes the answer on from the program."""
+    workshop = ProgramWorkshop(sandboxed)
+    script = Script([], form="number", compute=True, program=SEVENS, results=[(21, None)])
+    bus = EventBus()
+    events = collect(bus)
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        graph, _ = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=3), workshop=workshop)
+        final = graph.run("c1", "How many times is the digit 7 written from 1 to 100?")
+    assert workshop.programs == [SEVENS] and script.thesis_count == 0  # no working by hand
+    assert final["results"] == [{"turn": 1, "brick": 20, "robin": 21, "computed": True}]
+    utterances = [e.payload for e in events if e.topic == "utterance"]
+    assert [u["node"] for u in utterances] == ["alfred_plan", "brick", "robin", "alfred_synthesize"]
+    shown = utterances[1]
+    assert shown["text"].startswith("```python\n# how many times") and shown["text"].endswith("computed 20.")
+    assert shown["data"] == {"result": 20, "computed": True}
+    robin = [call for call in script.calls if call[-1]["content"].startswith(("ROBIN", "ROBIN's part"))]
+    assert robin and not any("count(" in m["content"] for call in robin for m in call)  # she answered blind
+    synthesis = next(m for m in script.calls if speaker(m) == "synthesis")
+    assert synthesis[-2] == {"role": "assistant", "content": shown["text"]}  # written on from the program
+    assert not any(m["content"] == "My own answer." for m in synthesis)
+    assert "ROBIN reached 21 by hand, which is less reliable for this task. 20 is the result." in synthesis[-1]["content"]
+    assert final["answer"] == "Final answer."
+
+
+@pytest.mark.parametrize("program", [["answer = 1 / 0"], ["total = 5"], None],
+                         ids=["raises", "no-answer", "garbage-json"])
+def test_a_program_that_gives_no_number_leaves_brick_to_work_it_out_by_hand(sandboxed, program, caplog):
+    caplog.set_level(logging.INFO, logger="a4ps.graph.socratic")
+    workshop = ProgramWorkshop(sandboxed)
+    script = Script([], form="number", compute=True, program=program, results=[(24, 24)])
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        graph, _ = build(server.host, EventBus(), graph_config(convergence_threshold=0.5, max_turns=3),
+                         workshop=workshop)
+        final = graph.run("c2", "What is the sum?")
+    assert script.thesis_count == 1 and final["results"] == [{"turn": 1, "brick": 24, "robin": 24}]
+    assert not final["computed"] and final["answer"] == "Final answer."
+    assert "he works it out by hand" in caplog.text
+    assert workshop.programs == ([] if program is None else [program])
 
 
 def test_cancel_stops_mid_answer():

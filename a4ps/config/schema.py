@@ -182,6 +182,7 @@ class Prompts(_Strict):
     plan: str
     form: str
     thesis: str
+    compute: str
     revision: str
     tool_need: str
     second_opinion: str

@@ -16,7 +16,6 @@ import ast
 
 import json
 import logging
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -27,12 +26,14 @@ from a4ps.config.templates import render
 from a4ps.events import EventBus
 from a4ps.forge import schemas
 from a4ps.forge.checks import ToolCheckError, assert_expression, check_tool, prepare_tool
-from a4ps.forge.harness import HarnessReport, describe_failure, run_in_sandbox
+from a4ps.forge.harness import SANDBOX_ERRORS, HarnessReport, describe_failure, run_in_sandbox
+from a4ps.forge.harness import sandbox_error as _sandbox_error
+from a4ps.forge.program import ProgramOutcome, run_program
 from a4ps.forge.registry import BROKEN, OK, Tool, ToolRegistry
 from a4ps.models import ModelError, ModelManager
 from a4ps.models.types import ModelCancelled, Sampling
 from a4ps.protos import ProtoManager
-from a4ps.sandbox import SandboxFailure, SandboxUnavailable, SecureCodeExecutor
+from a4ps.sandbox import SandboxUnavailable, SecureCodeExecutor
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +46,6 @@ FORGE_TEMPERATURE, FORGE_TOP_P, FORGE_REPEAT_PENALTY = 0.2, 0.9, 1.05
 FRESH_TEMPERATURE = 0.8
 MAX_FAILURES_SHOWN = 3
 CANCELLED = "cancelled"
-# The sandbox itself broke (not the guest): a stuck runtime control command raises TimeoutExpired.
-SANDBOX_ERRORS = (SandboxFailure, subprocess.TimeoutExpired, OSError)
-
-
-def _sandbox_error(exc: BaseException) -> str:
-    if isinstance(exc, subprocess.TimeoutExpired):
-        command = exc.cmd[0] if isinstance(exc.cmd, (list, tuple)) and exc.cmd else exc.cmd
-        return f"the sandbox command {command!r} timed out after {exc.timeout} s"
-    return f"{type(exc).__name__}: {exc}"
-
-
 @dataclass
 class ForgeOutcome:
     """The result of one forge request, as the dialogue and the CLI show it."""
@@ -198,6 +188,10 @@ class ToolForge:
 
     def revalidate_all(self) -> dict[str, str]:
         return self.runner.revalidate_all()
+
+    def compute(self, lines: list[str], *, cancel: threading.Event | None = None) -> ProgramOutcome:
+        """Run a one-off program (a4ps.forge.program) in the sandbox: a task's number, computed."""
+        return run_program(self._executor, lines, cancel=cancel)
 
     # --- forging ---------------------------------------------------------------------------------
     def _ask(self, spec: str, previous: tuple[dict, str] | None, on_token: Callable[[str], None] | None,

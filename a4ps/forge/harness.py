@@ -14,14 +14,26 @@ from __future__ import annotations
 import json
 import math
 import secrets
+import subprocess
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-from a4ps.sandbox import ExecutionResult, SecureCodeExecutor
+from a4ps.sandbox import ExecutionResult, SandboxFailure, SecureCodeExecutor
 
 TOOL_FILE, TESTS_FILE = "tool_source.py", "tool_tests.py"
 MAX_CAPTURE = 4000
+
+# The sandbox itself broke (not the guest): a stuck runtime control command raises TimeoutExpired.
+SANDBOX_ERRORS = (SandboxFailure, subprocess.TimeoutExpired, OSError)
+
+
+def sandbox_error(exc: BaseException) -> str:
+    if isinstance(exc, subprocess.TimeoutExpired):
+        command = exc.cmd[0] if isinstance(exc.cmd, (list, tuple)) and exc.cmd else exc.cmd
+        return f"the sandbox command {command!r} timed out after {exc.timeout} s"
+    return f"{type(exc).__name__}: {exc}"
+
 
 DRIVER = r'''
 import ast, contextlib, io, json, sys, traceback

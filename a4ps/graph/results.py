@@ -29,6 +29,11 @@ def majority(entry: dict) -> float | None:
     return None
 
 
+def computed(results: list[dict]) -> bool:
+    """BRICK's number in the last round came from his program (it stands: see a4ps.graph.socratic)."""
+    return bool(results) and bool(results[-1].get("computed"))
+
+
 def disputed(results: list[dict], turn: int) -> bool:
     """This round's two results differ and no vote has been taken yet in this task."""
     if not results or results[-1]["turn"] != turn or any("alfred" in r for r in results):
@@ -50,6 +55,11 @@ def results_text(results: list[dict]) -> str:
         return ""
     last = results[-1]
     told = {k: f"{last[k]:g}" for k in VOICES if k in last}
+    if last.get("computed"):
+        also = ("reached the same by hand" if same_number(last["brick"], last["robin"])
+                else f"reached {told['robin']} by hand, which is less reliable for this task")
+        return (f"\n{names['brick']} computed {told['brick']} with a program run in the sandbox, going through "
+                f"every case; {names['robin']} {also}. {told['brick']} is the result.")
     if "alfred" not in last:
         if same_number(last["brick"], last["robin"]):
             return f"\n{names['brick']} and {names['robin']} reached the same result: {told['brick']}."

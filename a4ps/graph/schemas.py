@@ -23,15 +23,17 @@ RESULT = {
 }
 
 # ALFRED's reading of the form the final answer must take; a list of N items is then written under a
-# layout grammar that allows exactly N lines.
+# layout grammar that allows exactly N lines. `compute`: the number needs many cases counted or summed,
+# which BRICK then does with a program run in the sandbox rather than by hand.
 FORM = {
     "type": "object",
     "properties": {
         "form": {"type": "string", "enum": ["prose", "number", "list", "code"]},
         "items": {"type": "integer", "minimum": 0, "maximum": 12},
         "list_marker": {"type": "string", "enum": ["1.", "-"]},
+        "compute": {"type": "boolean"},
     },
-    "required": ["form", "items", "list_marker"],
+    "required": ["form", "items", "list_marker", "compute"],
     "additionalProperties": False,
 }
 

@@ -15,6 +15,11 @@ out on his own as a third voice, and two of three independent results decide it.
 for one number, each voice states the number its own answer reached (a short constrained follow-up
 on its own cached answer), so ROBIN is never made to re-read BRICK's working just to quote his number;
 his first answer joins the conversation only if he is asked to revise it.
+
+When ALFRED reads the task as one number that takes going through many cases (every number in a
+range), BRICK does not work it out by hand: he writes a program, the sandbox runs it, and its number
+is the result. ROBIN still answers on her own, but a hand-worked number does not outvote a computed one
+(a small model's errors on a hundred cases are alike, so two of them agreeing proves nothing).
 """
 
 from __future__ import annotations
@@ -32,8 +37,10 @@ from langgraph.graph import END, START, StateGraph
 from a4ps.config.schema import Codex, Graph
 from a4ps.config.templates import render
 from a4ps.events import EventBus
+from a4ps.forge.program import PROGRAM
 from a4ps.graph import dissonance, results as numbers, schemas
 from a4ps.graph.voice import TaskCancelled, Voices
+from a4ps.models import ModelError
 from a4ps.models.structured import list_layout
 
 log = logging.getLogger(__name__)
@@ -41,6 +48,7 @@ log = logging.getLogger(__name__)
 __all__ = ["DialogueState", "SocraticGraph", "TaskCancelled", "Workshop"]
 
 MIN_SPEC_WORDS = 3  # a tool request must describe a function, not just say "true"
+PROGRAM_TOKENS = 600  # BRICK's program (a4ps.forge.program allows 40 lines)
 
 
 class DialogueState(TypedDict, total=False):
@@ -54,8 +62,9 @@ class DialogueState(TypedDict, total=False):
     turn: int
     results: Annotated[list[dict], operator.add]  # number tasks: each round's {"turn", "brick", "robin"[, "alfred"]}
     brick_result: float | None  # number tasks: the number BRICK's latest answer reached
+    computed: bool  # number tasks: brick_result came from his program, run in the sandbox
     held: list[dict]  # number tasks: BRICK's first exchange, kept out of the conversation until he revises
-    check: list[dict]  # ALFRED's own working of a disputed number (his blind exchange), for the synthesis
+    check: list[dict]  # the working a settled number came from (ALFRED's blind exchange, or BRICK's program)
     dissonance: Annotated[list[float], operator.add]
     tool_request: dict | None
     tool_call: dict | None
@@ -74,6 +83,8 @@ class Workshop(Protocol):
               cancel: threading.Event | None = None) -> Any: ...
 
     def call(self, name: str, arguments: Any, *, cancel: threading.Event | None = None) -> Any: ...
+
+    def compute(self, lines: list[str], *, cancel: threading.Event | None = None) -> Any: ...
 
 
 def _cancel_of(config: RunnableConfig | None) -> threading.Event:
@@ -169,6 +180,29 @@ class SocraticGraph:
         data = self._decide(persona, node, state, seen, answer, question, schemas.RESULT, turn, cancel)
         return question, data["result"]
 
+    def _program(self, state: DialogueState, cancel: threading.Event) -> tuple[list[dict], str, float] | None:
+        """BRICK computes the task's number with a program run in the sandbox: (the messages he saw, what
+        is shown, the number), or None when no number came of it (he then works it out by hand)."""
+        instruction = self._fill(self._prompts.compute, state)
+        seen = self._messages(state, {"role": "user", "content": instruction})
+        try:
+            lines = self._voices.decide("BRICK", seen, PROGRAM, task_id=state["task_id"], node="brick", turn=1,
+                                        cancel=cancel, max_tokens=PROGRAM_TOKENS)["lines"]
+        except TaskCancelled:
+            raise
+        except ModelError as exc:
+            log.warning("task %s: BRICK wrote no usable program (%s); he works it out by hand", state["task_id"], exc)
+            return None
+        outcome = self._workshop.compute(lines, cancel=cancel)
+        if outcome.cancelled or cancel.is_set():
+            raise TaskCancelled()
+        shown = "```python\n" + "\n".join(lines) + "\n```\n" + outcome.summary[:1].upper() + outcome.summary[1:] + "."
+        if outcome.number is None:
+            log.info("task %s: BRICK's program gave no number (%s); he works it out by hand", state["task_id"],
+                     outcome.summary)
+            return None
+        return seen, shown, outcome.number
+
     @staticmethod
     def _numeric(state: DialogueState) -> bool:
         return (state.get("form") or {}).get("form") == "number"
@@ -197,6 +231,17 @@ class SocraticGraph:
     def brick(self, state: DialogueState, config: RunnableConfig) -> dict:
         cancel = _cancel_of(config)
         turn = state.get("turn", 0) + 1
+        if turn == 1 and self._numeric(state) and (state.get("form") or {}).get("compute") and self._workshop:
+            computed = self._program(state, cancel)
+            if computed is not None:
+                seen, shown, number = computed
+                self._voices.utterance("BRICK", task_id=state["task_id"], node="brick", turn=turn, text=shown,
+                                       data={"result": number, "computed": True})
+                # his program stays out of the shared conversation (ROBIN answers blind); ALFRED writes the
+                # answer on from it, as from his own working after a vote
+                return {"turn": turn, "tool_request": None, "tool_call": None, "brick_result": number,
+                        "computed": True, "held": [], "check": [*seen, {"role": "assistant", "content": shown}],
+                        "dialogue": [{"persona": "BRICK", "node": "brick", "turn": turn, "text": shown}]}
         template = self._prompts.thesis if turn == 1 else self._prompts.revision
         instruction = self._fill(template, {**state, "turn": turn})
         held = state.get("held") or [] if turn > 1 else []  # his first answer, which he now revises
@@ -242,7 +287,8 @@ class SocraticGraph:
             question, mine = self._own_number("ROBIN", "robin", state, seen, reply, turn, cancel,
                                               None if blind else self._prompts.results)
             data = {"result": mine}
-            entry = {"turn": turn, "brick": state["brick_result"], "robin": mine}
+            entry = {"turn": turn, "brick": state["brick_result"], "robin": mine,
+                     **({"computed": True} if state.get("computed") else {})}
             verdict = "aligned" if numbers.same_number(entry["robin"], entry["brick"]) else "opposed"
             update["results"] = [entry]
         else:
@@ -321,9 +367,10 @@ class SocraticGraph:
         instruction = self._fill(self._prompts.synthesis, state)
         form = state.get("form") or {}
         layout = list_layout(form["items"], form["list_marker"]) if form.get("form") == "list" and form.get("items") else None
-        if numbers.decided(state.get("results", [])) is not None:
-            # two of three agree, ALFRED among them: he writes the answer on from his own working, which
-            # reached it (and a local model re-reads nothing: that prompt is still in its cache)
+        if numbers.decided(state.get("results", [])) is not None or numbers.computed(state.get("results", [])):
+            # two of three agree, ALFRED among them, or BRICK's program computed the number: ALFRED writes
+            # the answer on from the working that reached it (his own, or the program), not from a
+            # conversation in which other numbers were argued (and a local model re-reads nothing)
             messages = [*state["check"], {"role": "user", "content": instruction}]
             answer = self._voices.speak("ALFRED", messages, task_id=state["task_id"], node="alfred_synthesize",
                                         turn=turn, cancel=cancel, max_tokens=self._config.synthesis_tokens) or "(no answer)"
@@ -347,6 +394,8 @@ class SocraticGraph:
                          request["spec"][:120])
         if call and self._workshop is not None and state.get("tool_calls", 0) < max_turns:
             return "tool_call"
+        if numbers.computed(state.get("results", [])):
+            return "alfred_synthesize"  # a computed number is not argued over by hand
         if numbers.disputed(state.get("results", []), turn):
             return "alfred_check"
         if values and values[-1] > threshold and turn < max_turns:
@@ -418,7 +467,7 @@ class SocraticGraph:
         initial: DialogueState = {"task_id": task_id, "task": task, "memories": memories, "turn": 0,
                                   "transcript": [], "dialogue": [], "dissonance": [], "tool_results": [],
                                   "forges": 0, "tool_calls": 0, "tool_request": None, "tool_call": None,
-                                  "results": [], "check": [], "brick_result": None, "held": []}
+                                  "results": [], "check": [], "brick_result": None, "computed": False, "held": []}
         return self._compiled.invoke(initial, config)
 
     def forget(self, task_id: str) -> None:

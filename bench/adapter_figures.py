@@ -33,7 +33,7 @@ def gate_and_swap_figures(settings: Any, data_dir: Path, persona: str, job_id: s
     settings.data_dir = str(data_dir)
     codex = load_codex()
     models = build_models(settings, codex)
-    protos = ProtoManager.from_codex(codex, models.provider_name)
+    protos = ProtoManager.for_models(codex, models)
     bus = EventBus()
     first_token: list[float] = []
     bus.subscribe("token", lambda event: first_token.append(time.perf_counter()) if not first_token else None)

@@ -192,7 +192,7 @@ def main() -> None:
     models = ModelManager(provider, json_retries=settings.models.json_retries, reason="bench")
     embedder = make_embedder("minilm", None, "")
     models.set_embedder(lambda texts: embedder.embed(texts).tolist())
-    protos = ProtoManager.from_codex(codex, "embedded")
+    protos = ProtoManager.for_models(codex, models)
     voices = Voices(models, protos, bus, settings.models.max_tokens, settings.models.repeat_penalty)
     forge = build_forge(settings, codex, models, protos, bus)
     graph = SocraticGraph(voices, codex, settings.graph, bus, workshop=forge)

@@ -141,7 +141,7 @@ def _forge_in(settings, models, data_dir: str, retries: int):
     settings.forge.max_retries = retries
     settings.data_dir = data_dir
     codex = load_codex()
-    forge = build_forge(settings, codex, models, ProtoManager.from_codex(codex, "embedded"), EventBus())
+    forge = build_forge(settings, codex, models, ProtoManager.for_models(codex, models), EventBus())
     forge.runner.executor.select_backend()
     return forge
 

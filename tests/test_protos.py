@@ -109,3 +109,24 @@ def test_a_restarted_backend_follows_the_new_provider_and_the_edited_codex(tmp_p
     state, _ = LivingImage(data / "image", data / "image.key", 5).load_latest()
     assert state["protos"]["overrides"] == {"ROBIN": {"model@embedded": {"value": "robin-local.gguf",
                                                                          "base": "smollm2-135m-instruct"}}}
+
+
+def test_every_organ_builds_personas_with_the_one_model_the_embedded_provider_runs():
+    """for_models (used by the backend, the impact preview, the adapter gate and the forge commands):
+    on the embedded provider every persona shows and asks for the model that really runs; on
+    Ollama each keeps the codex's own."""
+    from a4ps.config import load_settings
+    from a4ps.models import ModelManager
+    from a4ps.models.embedded import EmbeddedProvider
+    from a4ps.models.ollama_provider import OllamaProvider
+
+    settings = load_settings()
+    settings.models.embedded.model, settings.models.embedded.model_path = PLUMBING_MODEL, ""
+    codex = load_codex()
+    embedded = ProtoManager.for_models(codex, ModelManager(EmbeddedProvider(settings.models.embedded)))
+    assert {p["model"] for p in embedded.snapshot()} == {PLUMBING_MODEL}
+    settings.models.embedded.model_path = "/models/my-own.gguf"
+    mine = ProtoManager.for_models(codex, ModelManager(EmbeddedProvider(settings.models.embedded)))
+    assert {p["model"] for p in mine.snapshot()} == {"my-own.gguf"}
+    ollama = ProtoManager.for_models(codex, ModelManager(OllamaProvider(settings.models.ollama)))
+    assert [p["model"] for p in ollama.snapshot()] == [p.models["ollama"] for p in codex.persona]

@@ -182,7 +182,7 @@ def _gate_here(settings: Any, persona: str, job_id: str, out: TextIO) -> dict[st
     codex = load_codex()
     try:
         models = build_models(settings, codex)
-        protos = ProtoManager.from_codex(codex, models.provider_name)
+        protos = ProtoManager.for_models(codex, models)
         voices = Voices(models, protos, EventBus(), settings.models.max_tokens, settings.models.repeat_penalty)
         judge = f"{models.provider_name}:{protos.get(STEWARD).model}"
         gate = AdapterGate(settings.autopoiesis, models, voices, codex, settings.models.max_tokens,

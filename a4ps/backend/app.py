@@ -78,8 +78,7 @@ class Backend:
 
         state, _ = self.image.load_latest()
         state = state if state and state.get("format") in (1, IMAGE_FORMAT) else None
-        self.protos = ProtoManager.from_codex(codex, self.models.provider_name, (state or {}).get("protos"),
-                                              one_model=self.models.one_model)
+        self.protos = ProtoManager.for_models(codex, self.models, (state or {}).get("protos"))
         self.tasks = TaskQueue(settings.backend.recent_tasks, max_attempts=settings.backend.max_task_attempts)
         if state:
             self.tasks.restore(state.get("tasks", []))

@@ -35,7 +35,7 @@ class ImpactPreview:
 
     def _answer(self, codex: Codex, task_id: str, text: str, cancel: threading.Event) -> str:
         bus = EventBus()  # private: a replay is not a task the person follows
-        protos = ProtoManager.from_codex(codex, self._models.provider_name)
+        protos = ProtoManager.for_models(codex, self._models)
         voices = Voices(self._models, protos, bus, self._settings.models.max_tokens,
                         self._settings.models.repeat_penalty)
         graph = SocraticGraph(voices, codex, self._settings.graph.model_copy(update={"tools": False}), bus)

@@ -17,7 +17,7 @@ def _workshop(settings: Settings):
 
     codex = load_codex()
     models = build_models(settings, codex)
-    forge = build_forge(settings, codex, models, ProtoManager.from_codex(codex, models.provider_name), EventBus())
+    forge = build_forge(settings, codex, models, ProtoManager.for_models(codex, models), EventBus())
     forge.registry.load()
     return forge
 

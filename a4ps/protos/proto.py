@@ -89,6 +89,13 @@ class ProtoManager:
         self._bases: dict[str, str] = {}  # persona -> its model without the adapter it now runs with
 
     @classmethod
+    def for_models(cls, codex: Codex, models: Any, saved: Any = None,
+                   on_change: Callable[[Proto], None] | None = None) -> "ProtoManager":
+        """`from_codex` for the provider a ModelManager runs, with the one model it really runs where
+        it runs one for everybody (embedded): every organ that builds personas shows the same names."""
+        return cls.from_codex(codex, models.provider_name, saved, on_change, one_model=models.one_model)
+
+    @classmethod
     def from_codex(cls, codex: Codex, provider: str, saved: Any = None,
                    on_change: Callable[[Proto], None] | None = None, *, one_model: str | None = None) -> "ProtoManager":
         """Personas from the codex for `provider`, with the live edits and counters of `saved`

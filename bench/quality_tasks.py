@@ -102,6 +102,13 @@ TASKS: tuple[QualityTask, ...] = (
     _n("marbles", "A bag holds red, blue and green marbles in the ratio 2:3:5. There are 12 more green marbles than red ones. How many marbles are in the bag?", 40),
     _n("sevens", "How many times is the digit 7 written when you write all the whole numbers from 1 to 100?", 20),
     _n("multiples", "What is the sum of all whole numbers from 1 to 200 that are divisible by 3 or by 5?", 9368),
+    # counts and sums over a named range of many numbers (where BRICK computes with a program)
+    _n("primes", "What is the sum of all prime numbers below 100?", 1060),
+    _n("squares", "How many perfect squares are there among the whole numbers from 1 to 1000?", 31),
+    _n("digitsum", "What is the sum of the digits of all the whole numbers from 1 to 50?", 330),
+    _n("divisors", "How many whole numbers from 1 to 100 have exactly three divisors?", 4),
+    _n("leapyears", "How many leap years are there from the year 1900 to the year 2100, both included?", 49),
+    _n("threes", "How many of the whole numbers from 1 to 500 contain the digit 3 at least once?", 176),
     QualityTask("clock", "word", "A clock shows 9:45. What time does it show 2 hours and 30 minutes later? Write the time as H:MM.", "12:15"),
     # short facts
     QualityTask("planet", "word", "Which planet is closest to the Sun?", "Mercury"),

@@ -188,9 +188,7 @@ class SocraticGraph:
         try:
             lines = self._voices.decide("BRICK", seen, PROGRAM, task_id=state["task_id"], node="brick", turn=1,
                                         cancel=cancel, max_tokens=PROGRAM_TOKENS)["lines"]
-        except TaskCancelled:
-            raise
-        except ModelError as exc:
+        except ModelError as exc:  # (a Stop is TaskCancelled, no ModelError: it goes through)
             log.warning("task %s: BRICK wrote no usable program (%s); he works it out by hand", state["task_id"], exc)
             return None
         outcome = self._workshop.compute(lines, cancel=cancel)

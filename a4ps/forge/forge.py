@@ -26,7 +26,7 @@ from a4ps.config.templates import render
 from a4ps.events import EventBus
 from a4ps.forge import schemas
 from a4ps.forge.checks import ToolCheckError, assert_expression, check_tool, prepare_tool
-from a4ps.forge.harness import SANDBOX_ERRORS, HarnessReport, describe_failure, run_in_sandbox
+from a4ps.forge.harness import SANDBOX_ERRORS, HarnessReport, call_in_sandbox, describe_failure, run_in_sandbox
 from a4ps.forge.harness import sandbox_error as _sandbox_error
 from a4ps.forge.program import ProgramOutcome, run_program
 from a4ps.forge.registry import BROKEN, OK, Tool, ToolRegistry
@@ -335,23 +335,12 @@ class ToolRunner:
         tool = self.registry.get(name)
         if tool is None or tool.status != OK:
             return ToolCallOutcome(False, name, arguments, error=f"no usable tool named {name!r}")
-        try:
-            report = run_in_sandbox(self._executor, name, tool.source, arguments=arguments, cancel=cancel)
-        except SandboxUnavailable as exc:
-            return ToolCallOutcome(False, name, arguments, error=f"sandbox unavailable: {exc}")
-        except SANDBOX_ERRORS as exc:
-            log.warning("sandbox failed while calling tool %s: %s", name, _sandbox_error(exc))
-            return ToolCallOutcome(False, name, arguments, error=f"the sandbox failed (not the tool): {_sandbox_error(exc)}")
-        if report.cancelled:
-            log.info("call of tool %s cancelled after %.0f ms", name, report.execution.wall_ms)
-            return ToolCallOutcome(False, name, arguments, error=CANCELLED, execution=report.execution.to_dict(),
-                                   cancelled=True)
-        data = report.data or {}
-        error = data.get("error") or report.problem
-        if error and data.get("tool_line"):
-            error += f" (at `{data['tool_line']}`)"
-        return ToolCallOutcome(not error, name, arguments, value=data.get("value"), error=error,
-                               output=data.get("output", ""), execution=report.execution.to_dict())
+        call = call_in_sandbox(self._executor, name, tool.source, what="tool", arguments=arguments, cancel=cancel)
+        if call.cancelled:
+            log.info("call of tool %s cancelled after %.0f ms", name, call.execution["wall_ms"])
+            return ToolCallOutcome(False, name, arguments, error=CANCELLED, execution=call.execution, cancelled=True)
+        return ToolCallOutcome(not call.error, name, arguments, value=call.value, error=call.error,
+                               output=call.output, execution=call.execution or {})
 
     def _revalidate(self, tool: Tool) -> tuple[bool, dict[str, Any]]:
         try:

@@ -12,6 +12,7 @@ the tool line that raised it. `run_cases` calls a tool on cases its author never
 from __future__ import annotations
 
 import json
+import logging
 import math
 import secrets
 import subprocess
@@ -19,7 +20,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from a4ps.sandbox import ExecutionResult, SandboxFailure, SecureCodeExecutor
+from a4ps.sandbox import ExecutionResult, SandboxFailure, SandboxUnavailable, SecureCodeExecutor
+
+log = logging.getLogger(__name__)
 
 TOOL_FILE, TESTS_FILE = "tool_source.py", "tool_tests.py"
 MAX_CAPTURE = 4000
@@ -273,3 +276,35 @@ def run_cases(executor: SecureCodeExecutor, name: str, code: str, cases: list[tu
             error += f" (at `{data['tool_line']}`)"
         results.append(CaseResult(list(args), expected, data.get("value"), error))
     return results
+
+
+@dataclass(frozen=True)
+class SandboxCall:
+    """One call's outcome: its value, or why there is none (an error string, never an exception)."""
+
+    value: Any = None
+    error: str = ""
+    output: str = ""
+    execution: dict[str, Any] | None = None
+    cancelled: bool = False
+
+
+def call_in_sandbox(executor: SecureCodeExecutor, name: str, code: str, *, what: str,
+                    arguments: dict | None = None, timeout_s: float | None = None,
+                    cancel: threading.Event | None = None) -> SandboxCall:
+    """Call `name` (a tool, or BRICK's program: `what`) once in the sandbox. Every failure, the
+    sandbox's own included, is an error; a Stop is `cancelled`, which is no failure."""
+    try:
+        report = run_in_sandbox(executor, name, code, arguments=arguments, timeout_s=timeout_s, cancel=cancel)
+    except SandboxUnavailable as exc:
+        return SandboxCall(error=f"sandbox unavailable: {exc}")
+    except SANDBOX_ERRORS as exc:
+        log.warning("sandbox failed while calling %s %s: %s", what, name, sandbox_error(exc))
+        return SandboxCall(error=f"the sandbox failed (not the {what}): {sandbox_error(exc)}")
+    if report.cancelled:
+        return SandboxCall(error="cancelled", cancelled=True, execution=report.execution.to_dict())
+    data = report.data or {}
+    error = data.get("error") or report.problem
+    if error and data.get("tool_line"):
+        error += f" (at `{data['tool_line']}`)"
+    return SandboxCall(data.get("value"), error, data.get("output", ""), report.execution.to_dict())

@@ -11,16 +11,13 @@ returns `answer`, and the trusted driver calls it in the sandbox like a tool.
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from a4ps.forge.harness import SANDBOX_ERRORS, run_in_sandbox, sandbox_error
-from a4ps.sandbox import SandboxUnavailable, SecureCodeExecutor
-
-log = logging.getLogger(__name__)
+from a4ps.forge.harness import call_in_sandbox
+from a4ps.sandbox import SecureCodeExecutor
 
 FUNCTION = "compute"
 RESULT_NAME = "answer"
@@ -81,18 +78,6 @@ def run_program(executor: SecureCodeExecutor, lines: list[str], *, timeout_s: fl
     outcome for the graph to fall back from, never an exception."""
     if cancel is not None and cancel.is_set():
         return ProgramOutcome(False, lines, error="cancelled", cancelled=True)
-    try:
-        report = run_in_sandbox(executor, FUNCTION, source(lines), timeout_s=timeout_s, cancel=cancel)
-    except SandboxUnavailable as exc:
-        return ProgramOutcome(False, lines, error=f"sandbox unavailable: {exc}")
-    except SANDBOX_ERRORS as exc:
-        log.warning("sandbox failed while running a program: %s", sandbox_error(exc))
-        return ProgramOutcome(False, lines, error=f"the sandbox failed (not the program): {sandbox_error(exc)}")
-    if report.cancelled:
-        return ProgramOutcome(False, lines, error="cancelled", cancelled=True, execution=report.execution.to_dict())
-    data = report.data or {}
-    error = data.get("error") or report.problem
-    if error and data.get("tool_line"):
-        error += f" (at `{data['tool_line']}`)"
-    return ProgramOutcome(not error, lines, value=data.get("value"), error=error, output=data.get("output", ""),
-                          execution=report.execution.to_dict())
+    call = call_in_sandbox(executor, FUNCTION, source(lines), what="program", timeout_s=timeout_s, cancel=cancel)
+    return ProgramOutcome(not call.error, lines, value=call.value, error=call.error, output=call.output,
+                          execution=call.execution or {}, cancelled=call.cancelled)

@@ -11,6 +11,7 @@ import pytest
 
 from a4ps.backend.compose import build_executor
 from a4ps.config import load_codex, load_settings
+from a4ps.config.templates import shown
 from a4ps.events import EventBus
 from a4ps.forge.program import run_program
 from a4ps.graph import SocraticGraph, TaskCancelled
@@ -203,7 +204,11 @@ def test_number_tasks_compare_results_in_code_and_a_dispute_goes_to_a_blind_vote
     synthesis = next(m for m in script.calls if speaker(m) == "synthesis")
     assert synthesis[:len(own)] == own and synthesis[len(own)] == {"role": "assistant", "content": "My working."}
     assert "BRICK 27, ROBIN 24, ALFRED 24. Two of the three reached 24: that is the result." in synthesis[-1]["content"]
-    assert final["answer"] == "Final answer."
+    assert final["answer"] == "Final answer.\n\nAnswer: 24"  # the settled number closes it, on its own line
+    answer = next(e.payload for e in events if e.topic == "utterance" and e.payload["node"] == "alfred_synthesize")
+    assert answer["text"] == final["answer"] and answer["data"] == {"result": 24}
+    streamed = "".join(e.payload["text"] for e in events if e.topic == "token" and e.payload["node"] == "alfred_synthesize")
+    assert streamed.endswith("Final answer.\n\nAnswer: 24")
     assert script.verdicts == [] and script.results == [] and script.own == []  # no verdict was asked for
 
 
@@ -223,6 +228,7 @@ def test_three_different_numbers_go_to_another_round_with_every_result_told():
     assert "BRICK and ROBIN reached the same result: 25." in synthesis[-1]["content"]
     assert any("Analysis 2." in m["content"] for m in synthesis)
     assert script.own == [] and script.results == []
+    assert final["answer"] == "Final answer.\n\nAnswer: 25"  # both reached it on their own: settled
 
 
 def test_the_vote_counts_two_equal_numbers_of_three():
@@ -234,6 +240,23 @@ def test_the_vote_counts_two_equal_numbers_of_three():
     assert not numbers.disputed([{"turn": 1, "brick": 1, "robin": 2}], 2)  # not this round's
     assert not numbers.disputed([{"turn": 1, "brick": 1, "robin": 2, "alfred": 3},
                                  {"turn": 2, "brick": 1, "robin": 2}], 2)  # one vote per task
+
+
+def test_the_settled_number_is_the_program_s_the_vote_s_or_the_one_both_reached():
+    assert numbers.settled([]) is None
+    assert numbers.settled([{"turn": 1, "brick": 20, "robin": 21, "computed": True}]) == 20
+    assert numbers.settled([{"turn": 1, "brick": 27, "robin": 24, "alfred": 24}]) == 24
+    assert numbers.settled([{"turn": 1, "brick": 1, "robin": 2, "alfred": 3}]) is None  # no majority
+    assert numbers.settled([{"turn": 1, "brick": 5, "robin": 5.0000000001}]) == 5
+    assert numbers.settled([{"turn": 1, "brick": 1, "robin": 2, "alfred": 3},
+                            {"turn": 2, "brick": 4, "robin": 6}]) is None  # the last round disagrees
+
+
+@pytest.mark.parametrize("value, text", [(24.0, "24"), (1234567.0, "1234567"), (-3.0, "-3"), (2.5, "2.5"),
+                                         (0.1 + 0.2, "0.3"), (1 / 3, "0.333333"), (1e-7, "1e-07")])
+def test_numbers_are_written_as_a_person_writes_them(value, text):
+    assert shown(value) == text
+    assert "1234567" in numbers.results_text([{"turn": 1, "brick": 1234567.0, "robin": 1234567.0}])
 
 
 def test_window_keeps_the_task_and_the_latest_turns():
@@ -395,7 +418,7 @@ def test_a_number_that_takes_many_cases_is_computed_by_brick_in_the_sandbox_and_
     assert synthesis[-2] == {"role": "assistant", "content": shown["text"]}  # written on from the program
     assert not any(m["content"] == "My own answer." for m in synthesis)
     assert "ROBIN reached 21 by hand, which is less reliable for this task. 20 is the result." in synthesis[-1]["content"]
-    assert final["answer"] == "Final answer."
+    assert final["answer"] == "Final answer.\n\nAnswer: 20"
 
 
 @pytest.mark.parametrize("program", [["answer = 1 / 0"], ["total = 5"], None],
@@ -409,7 +432,7 @@ def test_a_program_that_gives_no_number_leaves_brick_to_work_it_out_by_hand(sand
                          workshop=workshop)
         final = graph.run("c2", "What is the sum?")
     assert script.thesis_count == 1 and final["results"] == [{"turn": 1, "brick": 24, "robin": 24}]
-    assert not final["computed"] and final["answer"] == "Final answer."
+    assert not final["computed"] and final["answer"] == "Final answer.\n\nAnswer: 24"
     assert "he works it out by hand" in caplog.text
     assert workshop.programs == ([] if program is None else [program])
 

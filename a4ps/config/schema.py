@@ -193,6 +193,7 @@ class Prompts(_Strict):
     own_working: str
     own_result: str
     synthesis: str
+    answer_line: str
     forge: str
     goal: str
     tool_try: str

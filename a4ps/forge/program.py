@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from a4ps.config.templates import shown
 from a4ps.forge.harness import call_in_sandbox
 from a4ps.sandbox import SecureCodeExecutor
 
@@ -60,7 +61,7 @@ class ProgramOutcome:
         if self.cancelled:
             return "the program was cancelled"
         if self.number is not None:
-            return f"the program ran in the sandbox and computed {self.number:g}"
+            return f"the program ran in the sandbox and computed {shown(self.number)}"
         if self.ok:
             return f"the program ran but its {RESULT_NAME} is not a number: {str(self.value)[:120]}"
         return f"the program failed: {self.error}"

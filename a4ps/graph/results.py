@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 from a4ps.config.schema import ANALYST, EMPATH, STEWARD
+from a4ps.config.templates import shown
 
 VOICES = ("brick", "robin", "alfred")  # the keys of a results entry, in the order they are told
 NAMES = {"brick": ANALYST, "robin": EMPATH, "alfred": STEWARD}
@@ -48,13 +49,26 @@ def decided(results: list[dict]) -> float | None:
     return None
 
 
+def settled(results: list[dict]) -> float | None:
+    """The task's number once the society has one: BRICK's program computed it, the vote gave it a
+    majority, or BRICK and ROBIN reached it on their own in the last round; else None."""
+    if not results:
+        return None
+    last = results[-1]
+    if last.get("computed"):
+        return last["brick"]
+    if "alfred" in last:
+        return majority(last)
+    return last["brick"] if same_number(last["brick"], last["robin"]) else None
+
+
 def results_text(results: list[dict]) -> str:
     """The last round's numbers, told to the next speaker (empty unless the task asks for a number)."""
     names = NAMES
     if not results:
         return ""
     last = results[-1]
-    told = {k: f"{last[k]:g}" for k in VOICES if k in last}
+    told = {k: shown(last[k]) for k in VOICES if k in last}
     if last.get("computed"):
         also = ("reached the same by hand" if same_number(last["brick"], last["robin"])
                 else f"reached {told['robin']} by hand, which is less reliable for this task")
@@ -69,4 +83,4 @@ def results_text(results: list[dict]) -> str:
     winner = majority(last)
     if winner is None:
         return f"\nWorked out independently: {each}. All three differ: check which one holds up."
-    return f"\nWorked out independently: {each}. Two of the three reached {winner:g}: that is the result."
+    return f"\nWorked out independently: {each}. Two of the three reached {shown(winner)}: that is the result."

@@ -35,7 +35,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 
 from a4ps.config.schema import Codex, Graph
-from a4ps.config.templates import render
+from a4ps.config.templates import render, shown
 from a4ps.events import EventBus
 from a4ps.forge.program import PROGRAM
 from a4ps.graph import dissonance, results as numbers, schemas
@@ -360,6 +360,8 @@ class SocraticGraph:
                 "dialogue": [{"persona": "ALFRED", "node": "alfred_check", "turn": turn, "text": working}]}
 
     def alfred_synthesize(self, state: DialogueState, config: RunnableConfig) -> dict:
+        """ALFRED's final answer; a number the society settled closes it on its own line (the codex's
+        answer_line), so the result stands last and apart from the other numbers the prose mentions."""
         cancel = _cancel_of(config)
         turn = state.get("turn", 0)
         instruction = self._fill(self._prompts.synthesis, state)
@@ -375,8 +377,14 @@ class SocraticGraph:
         else:
             _, answer = self._speak("ALFRED", "alfred_synthesize", state, instruction, turn,
                                     self._config.synthesis_tokens, cancel, layout=layout)
+        result = numbers.settled(state.get("results", []))
+        if result is not None:
+            line = "\n\n" + render(self._prompts.answer_line, result=shown(result))
+            self._bus.publish("token", task_id=state["task_id"], persona="ALFRED", node="alfred_synthesize",
+                              turn=turn, text=line)
+            answer += line
         self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_synthesize", turn=turn,
-                               text=answer, data={})
+                               text=answer, data={"result": result} if result is not None else {})
         return {"answer": answer}
 
     def route(self, state: DialogueState) -> str:

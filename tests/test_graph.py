@@ -17,7 +17,7 @@ from a4ps.forge.program import run_program
 from a4ps.graph import SocraticGraph, TaskCancelled
 from a4ps.graph import results as numbers
 from a4ps.graph.dissonance import VERDICT_VALUES, measure, off_topic
-from a4ps.graph.socratic import window
+from a4ps.graph.state import window
 from a4ps.graph.voice import Voices
 from a4ps.models import ModelManager
 from a4ps.models.embedded import EmbeddedProvider
@@ -419,6 +419,40 @@ def test_a_number_that_takes_many_cases_is_computed_by_brick_in_the_sandbox_and_
     assert not any(m["content"] == "My own answer." for m in synthesis)
     assert "ROBIN reached 21 by hand, which is less reliable for this task. 20 is the result." in synthesis[-1]["content"]
     assert final["answer"] == "Final answer.\n\nAnswer: 20"
+
+
+def test_three_different_hand_worked_numbers_are_settled_by_brick_s_program(sandboxed):
+    """BRICK, ROBIN and ALFRED all reach different numbers: rather than a round of revision (which
+    anchors on what it reads), BRICK computes the number with a program in the sandbox; its number
+    settles the task and ALFRED writes the answer on from it."""
+    workshop = ProgramWorkshop(sandboxed)
+    script = Script([], form="number", program=SEVENS, results=[(24, 27)], own=[30])
+    bus = EventBus()
+    events = collect(bus)
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        graph, _ = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=3), workshop=workshop)
+        final = graph.run("c3", "How many times is the digit 7 written from 1 to 100?")
+    assert workshop.programs == [SEVENS] and script.thesis_count == 1  # no revision by hand
+    assert final["results"][-1] == {"turn": 1, "brick": 20, "robin": 24, "computed": True}
+    nodes = [e.payload["node"] for e in events if e.topic == "utterance"]
+    assert nodes == ["alfred_plan", "brick", "robin", "alfred_check", "brick_compute", "alfred_synthesize"]
+    program = next(e.payload for e in events if e.topic == "utterance" and e.payload["node"] == "brick_compute")
+    assert program["data"] == {"result": 20, "computed": True} and program["text"].endswith("computed 20.")
+    synthesis = next(m for m in script.calls if speaker(m) == "synthesis")
+    assert synthesis[-2] == {"role": "assistant", "content": program["text"]}  # written on from the program
+    assert final["answer"] == "Final answer.\n\nAnswer: 20"
+
+
+def test_a_tie_break_program_that_fails_leaves_the_debate_to_go_on_by_hand(sandboxed):
+    workshop = ProgramWorkshop(sandboxed)
+    script = Script([], form="number", program=None, results=[(24, 27), (25, 25)], own=[30])
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        graph, _ = build(server.host, EventBus(), graph_config(convergence_threshold=0.5, max_turns=3),
+                         workshop=workshop)
+        final = graph.run("c4", "How many dollars does Ana pay?")
+    assert script.thesis_count == 2 and not final["computed"]
+    assert final["results"][-1] == {"turn": 2, "brick": 25, "robin": 25}
+    assert final["answer"] == "Final answer.\n\nAnswer: 25"
 
 
 @pytest.mark.parametrize("program", [["answer = 1 / 0"], ["total = 5"], None],

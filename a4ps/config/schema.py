@@ -183,6 +183,7 @@ class Prompts(_Strict):
     form: str
     thesis: str
     compute: str
+    recompute: str
     revision: str
     tool_need: str
     second_opinion: str

@@ -15,7 +15,7 @@ from a4ps.ui.rating import RatingBar
 from a4ps.ui.widgets import WrappedLabel
 
 NODE_LABELS = {"alfred_plan": "plan", "brick": "thesis", "robin": "antithesis", "tool_forge": "tool forge",
-               "alfred_check": "own working", "alfred_synthesize": "synthesis"}
+               "alfred_check": "own working", "brick_compute": "program", "alfred_synthesize": "synthesis"}
 FINISHED = {"done", "failed", "cancelled"}
 SELF_SET = 1  # a task's priority when the society set it itself (docs/protocol.md)
 # Oldest entries are dropped past this many, so a long session does not exhaust GPU memory.

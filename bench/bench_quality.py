@@ -28,6 +28,7 @@ from quality_tasks import TASKS, QualityTask, code_of, grade_text  # noqa: E402
 
 from a4ps.backend.compose import build_executor, build_forge  # noqa: E402
 from a4ps.config import load_codex, load_settings  # noqa: E402
+from a4ps.config.templates import shown  # noqa: E402
 from a4ps.events import EventBus  # noqa: E402
 from a4ps.graph import SocraticGraph  # noqa: E402
 from a4ps.graph.voice import Voices  # noqa: E402
@@ -96,8 +97,10 @@ class CallLog:
 
 
 def _votes(results: list[dict]) -> str:
-    """Each round's independent numbers, compactly (B=BRICK, R=ROBIN, A=ALFRED's own working)."""
-    return " ".join("/".join(f"{k[0].upper()}{r[k]:g}" for k in ("brick", "robin", "alfred") if k in r)
+    """Each round's independent numbers, compactly (B=BRICK, P=BRICK's program, R=ROBIN, A=ALFRED's own working)."""
+    def mark(r: dict, key: str) -> str:
+        return "P" if key == "brick" and r.get("computed") else key[0].upper()
+    return " ".join("/".join(f"{mark(r, k)}{shown(r[k])}" for k in ("brick", "robin", "alfred") if k in r)
                     for r in results) or "-"
 
 

@@ -100,7 +100,7 @@ def test_cancel_while_ollama_has_not_answered_stops_the_task_and_closes_the_requ
 
     def responder(model, messages, fmt):
         if fmt is not None:
-            return json.dumps({"form": "prose", "items": 0, "list_marker": "1.", "compute": False} if "form" in fmt["properties"]
+            return json.dumps({"form": "prose", "items": 0, "list_marker": "1."} if "form" in fmt["properties"]
                               else {"verdict": "aligned"})
         return "An answer."
 
@@ -178,7 +178,7 @@ def test_backend_on_ollama_stand_in_keeps_one_model_resident(tmp_path):
         if fmt is not None:  # the constrained follow-ups: the answer's form, ROBIN's verdict
             props = fmt["properties"]
             if "form" in props:
-                return json.dumps({"form": "prose", "items": 0, "list_marker": "1.", "compute": False})
+                return json.dumps({"form": "prose", "items": 0, "list_marker": "1."})
             return json.dumps({"verdict": "aligned"})
         instruction = messages[-1]["content"]
         if instruction.startswith("ALFRED's part: write the final"):

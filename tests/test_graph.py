@@ -15,7 +15,7 @@ from a4ps.config.templates import shown
 from a4ps.events import EventBus
 from a4ps.forge.program import run_program
 from a4ps.graph import SocraticGraph, TaskCancelled
-from a4ps.graph import results as numbers
+from a4ps.graph import results as numbers, schemas
 from a4ps.graph.dissonance import VERDICT_VALUES, measure, off_topic
 from a4ps.graph.state import window
 from a4ps.graph.voice import Voices
@@ -51,10 +51,11 @@ def speaker(messages):
 class Script:
     """Prose for each instruction; the constrained follow-ups: a tool decision and scripted verdicts."""
 
-    def __init__(self, verdicts, tool_on_turn=None, form="prose", results=(), own=(), compute=False, program=None):
+    def __init__(self, verdicts, tool_on_turn=None, form="prose", results=(), own=(), compute="", program=None):
         self.verdicts = list(verdicts)
         self.form = form
-        self.compute, self.program = compute, program  # ALFRED's compute flag; BRICK's program (None: garbage)
+        # ALFRED's quote of the range the task names (a string; "": none); BRICK's program (None: garbage)
+        self.compute, self.program = compute, program
         self.round = None
         self.results = list(results)  # number tasks: (ROBIN's, BRICK's) number per round
         self.own = list(own)  # number tasks: ALFRED's own result, when he is asked for one
@@ -77,7 +78,9 @@ class Script:
                     "second_opinion": "My own answer.", "own_working": "My working.", "synthesis": "Final answer."}[node]
         props = fmt["properties"]
         if "form" in props:
-            return json.dumps({"form": self.form, "items": 0, "list_marker": "1.", "compute": self.compute})
+            return json.dumps({"form": self.form, "items": 0, "list_marker": "1."})
+        if "range" in props:
+            return json.dumps({"range": self.compute or ""})
         if "lines" in props:
             return json.dumps({"lines": self.program}) if self.program is not None else "import this"
         if "needs_tool" in props:
@@ -242,6 +245,34 @@ def test_the_vote_counts_two_equal_numbers_of_three():
                                  {"turn": 2, "brick": 1, "robin": 2}], 2)  # one vote per task
 
 
+@pytest.mark.parametrize("quote, task, named", [
+    ("from 1 to 100", "How many 7s are written from 1 to 100?", True),
+    ("From 1 to 100.", "How many 7s are written from 1 to 100?", True),   # case and a closing full stop
+    ("below 2,000,000", "The sum of the primes below 2,000,000?", True),
+    ("from 1 to 200", "How many 7s are written from 1 to 100?", False),  # not the task's words
+    ("every number", "Add up every number you see.", False),              # no number in it
+    ("", "How many 7s are written from 1 to 100?", False),
+])
+def test_a_range_is_believed_only_in_the_task_s_own_words(quote, task, named):
+    assert schemas.named_range(quote, task) is named
+
+
+def test_a_task_without_a_named_range_is_worked_by_hand_even_with_a_quote(sandboxed):
+    """ALFRED quotes words that are not the task's: no program, BRICK works it out by hand."""
+    workshop = ProgramWorkshop(sandboxed)
+    script = Script([], form="number", compute="from 1 to 1000", program=SEVENS, results=[(24, 24)])
+    bus = EventBus()
+    events = collect(bus)
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        graph, _ = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=3), workshop=workshop)
+        final = graph.run("c5", "How many dollars does Ana pay for 3 books at 8 dollars?")
+    assert workshop.programs == [] and script.thesis_count == 1 and not final["computed"]
+    plan = next(e.payload for e in events if e.topic == "utterance" and e.payload["node"] == "alfred_plan")
+    assert plan["data"]["range"] == "from 1 to 1000" and plan["data"]["compute"] is False
+    asked = next(m for m in script.calls if "quote the exact words" in m[-1]["content"])
+    assert len(asked) == 2 and asked[-1]["content"].startswith("The person's task: How many dollars")  # the task alone
+
+
 def test_the_settled_number_is_the_program_s_the_vote_s_or_the_one_both_reached():
     assert numbers.settled([]) is None
     assert numbers.settled([{"turn": 1, "brick": 20, "robin": 21, "computed": True}]) == 20
@@ -399,7 +430,7 @@ def test_a_number_that_takes_many_cases_is_computed_by_brick_in_the_sandbox_and_
     of working by hand, the sandbox runs it, and its number is the result. ROBIN still answers blind,
     but her different hand-worked number starts no vote; ALFRED writes the answer on from the program."""
     workshop = ProgramWorkshop(sandboxed)
-    script = Script([], form="number", compute=True, program=SEVENS, results=[(21, None)])
+    script = Script([], form="number", compute="from 1 to 100", program=SEVENS, results=[(21, None)])
     bus = EventBus()
     events = collect(bus)
     with OllamaStandIn(models=MODELS, responder=script) as server:
@@ -460,11 +491,11 @@ def test_a_tie_break_program_that_fails_leaves_the_debate_to_go_on_by_hand(sandb
 def test_a_program_that_gives_no_number_leaves_brick_to_work_it_out_by_hand(sandboxed, program, caplog):
     caplog.set_level(logging.INFO, logger="a4ps.graph.socratic")
     workshop = ProgramWorkshop(sandboxed)
-    script = Script([], form="number", compute=True, program=program, results=[(24, 24)])
+    script = Script([], form="number", compute="from 1 to 10", program=program, results=[(24, 24)])
     with OllamaStandIn(models=MODELS, responder=script) as server:
         graph, _ = build(server.host, EventBus(), graph_config(convergence_threshold=0.5, max_turns=3),
                          workshop=workshop)
-        final = graph.run("c2", "What is the sum?")
+        final = graph.run("c2", "What is the sum of the odd numbers from 1 to 10?")
     assert script.thesis_count == 1 and final["results"] == [{"turn": 1, "brick": 24, "robin": 24}]
     assert not final["computed"] and final["answer"] == "Final answer.\n\nAnswer: 24"
     assert "he works it out by hand" in caplog.text

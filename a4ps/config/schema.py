@@ -181,6 +181,7 @@ class Prompts(_Strict):
     society: str
     plan: str
     form: str
+    range_quote: str
     thesis: str
     compute: str
     recompute: str

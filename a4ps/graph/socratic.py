@@ -155,6 +155,13 @@ class SocraticGraph:
         seen, plan = self._speak("ALFRED", "alfred_plan", state, instruction, 0, self._config.plan_tokens, cancel)
         form = self._decide("ALFRED", "alfred_plan", state, seen, plan, self._fill(self._prompts.form, state),
                             schemas.FORM, 0, cancel)
+        form["compute"] = False
+        if form["form"] == "number":  # on the task alone: his plan must not talk him out of a range
+            question = [{"role": "system", "content": self._society()},
+                        {"role": "user", "content": self._fill(self._prompts.range_quote, state)}]
+            quote = self._voices.decide("ALFRED", question, schemas.RANGE, task_id=state["task_id"],
+                                        node="alfred_plan", turn=0, cancel=cancel)["range"]
+            form.update(range=quote, compute=schemas.named_range(quote, state["task"]))
         self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_plan", turn=0, text=plan, data=form)
         return {"plan": plan, "memories": memories, "form": form, "transcript": self._exchange(instruction, plan),
                 "dialogue": [{"persona": "ALFRED", "node": "alfred_plan", "turn": 0, "text": plan}]}

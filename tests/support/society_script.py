@@ -45,7 +45,7 @@ class SocietyScript:
             if "arguments" in props and "needs_tool" not in props:
                 return self._decision("arguments", {"arguments": {}})
             if "form" in props:
-                return json.dumps({"form": "prose", "items": 0, "list_marker": "1.", "compute": False})
+                return json.dumps({"form": "prose", "items": 0, "list_marker": "1."})
             if "verdict" in props:
                 return json.dumps({"verdict": "aligned"})
             return json.dumps({"needs_tool": False, "tool_spec": ""})

@@ -259,13 +259,8 @@ def test_a_range_is_believed_only_in_the_task_s_own_words(quote, task, named):
 
 def test_a_task_without_a_named_range_is_worked_by_hand_even_with_a_quote(sandboxed):
     """ALFRED quotes words that are not the task's: no program, BRICK works it out by hand."""
-    workshop = ProgramWorkshop(sandboxed)
     script = Script([], form="number", compute="from 1 to 1000", program=SEVENS, results=[(24, 24)])
-    bus = EventBus()
-    events = collect(bus)
-    with OllamaStandIn(models=MODELS, responder=script) as server:
-        graph, _ = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=3), workshop=workshop)
-        final = graph.run("c5", "How many dollars does Ana pay for 3 books at 8 dollars?")
+    workshop, final, events = run_with_sandbox(sandboxed, script, "c5", "How many dollars does Ana pay for 3 books at 8 dollars?")
     assert workshop.programs == [] and script.thesis_count == 1 and not final["computed"]
     plan = next(e.payload for e in events if e.topic == "utterance" and e.payload["node"] == "alfred_plan")
     assert plan["data"]["range"] == "from 1 to 1000" and plan["data"]["compute"] is False
@@ -414,6 +409,17 @@ class ProgramWorkshop(RecordingWorkshop):
         return run_program(self.executor, lines, cancel=cancel)
 
 
+def run_with_sandbox(sandboxed, script, task_id, task):
+    """One task through the graph, the script as the model and the real program runner as the workshop:
+    (the workshop, the final state, the events)."""
+    workshop, bus = ProgramWorkshop(sandboxed), EventBus()
+    events = collect(bus)
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        graph, _ = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=3), workshop=workshop)
+        final = graph.run(task_id, task)
+    return workshop, final, events
+
+
 SEVENS = ["# how many times the digit 7 is written from 1 to 100", "count = 0", "for i in range(1, 101):",
           "    count += str(i).count('7')", "answer = count"]
 
@@ -429,13 +435,8 @@ def test_a_number_that_takes_many_cases_is_computed_by_brick_in_the_sandbox_and_
     """ALFRED reads the task as one number over many cases: BRICK writes a program (JSON lines) instead
     of working by hand, the sandbox runs it, and its number is the result. ROBIN still answers blind,
     but her different hand-worked number starts no vote; ALFRED writes the answer on from the program."""
-    workshop = ProgramWorkshop(sandboxed)
     script = Script([], form="number", compute="from 1 to 100", program=SEVENS, results=[(21, None)])
-    bus = EventBus()
-    events = collect(bus)
-    with OllamaStandIn(models=MODELS, responder=script) as server:
-        graph, _ = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=3), workshop=workshop)
-        final = graph.run("c1", "How many times is the digit 7 written from 1 to 100?")
+    workshop, final, events = run_with_sandbox(sandboxed, script, "c1", "How many times is the digit 7 written from 1 to 100?")
     assert workshop.programs == [SEVENS] and script.thesis_count == 0  # no working by hand
     assert final["results"] == [{"turn": 1, "brick": 20, "robin": 21, "computed": True}]
     utterances = [e.payload for e in events if e.topic == "utterance"]
@@ -456,13 +457,8 @@ def test_three_different_hand_worked_numbers_are_settled_by_brick_s_program(sand
     """BRICK, ROBIN and ALFRED all reach different numbers: rather than a round of revision (which
     anchors on what it reads), BRICK computes the number with a program in the sandbox; its number
     settles the task and ALFRED writes the answer on from it."""
-    workshop = ProgramWorkshop(sandboxed)
     script = Script([], form="number", program=SEVENS, results=[(24, 27)], own=[30])
-    bus = EventBus()
-    events = collect(bus)
-    with OllamaStandIn(models=MODELS, responder=script) as server:
-        graph, _ = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=3), workshop=workshop)
-        final = graph.run("c3", "How many times is the digit 7 written from 1 to 100?")
+    workshop, final, events = run_with_sandbox(sandboxed, script, "c3", "How many times is the digit 7 written from 1 to 100?")
     assert workshop.programs == [SEVENS] and script.thesis_count == 1  # no revision by hand
     assert final["results"][-1] == {"turn": 1, "brick": 20, "robin": 24, "computed": True}
     nodes = [e.payload["node"] for e in events if e.topic == "utterance"]
@@ -475,12 +471,8 @@ def test_three_different_hand_worked_numbers_are_settled_by_brick_s_program(sand
 
 
 def test_a_tie_break_program_that_fails_leaves_the_debate_to_go_on_by_hand(sandboxed):
-    workshop = ProgramWorkshop(sandboxed)
     script = Script([], form="number", program=None, results=[(24, 27), (25, 25)], own=[30])
-    with OllamaStandIn(models=MODELS, responder=script) as server:
-        graph, _ = build(server.host, EventBus(), graph_config(convergence_threshold=0.5, max_turns=3),
-                         workshop=workshop)
-        final = graph.run("c4", "How many dollars does Ana pay?")
+    _, final, _ = run_with_sandbox(sandboxed, script, "c4", "How many dollars does Ana pay?")
     assert script.thesis_count == 2 and not final["computed"]
     assert final["results"][-1] == {"turn": 2, "brick": 25, "robin": 25}
     assert final["answer"] == "Final answer.\n\nAnswer: 25"
@@ -490,12 +482,8 @@ def test_a_tie_break_program_that_fails_leaves_the_debate_to_go_on_by_hand(sandb
                          ids=["raises", "no-answer", "garbage-json"])
 def test_a_program_that_gives_no_number_leaves_brick_to_work_it_out_by_hand(sandboxed, program, caplog):
     caplog.set_level(logging.INFO, logger="a4ps.graph.socratic")
-    workshop = ProgramWorkshop(sandboxed)
     script = Script([], form="number", compute="from 1 to 10", program=program, results=[(24, 24)])
-    with OllamaStandIn(models=MODELS, responder=script) as server:
-        graph, _ = build(server.host, EventBus(), graph_config(convergence_threshold=0.5, max_turns=3),
-                         workshop=workshop)
-        final = graph.run("c2", "What is the sum of the odd numbers from 1 to 10?")
+    workshop, final, _ = run_with_sandbox(sandboxed, script, "c2", "What is the sum of the odd numbers from 1 to 10?")
     assert script.thesis_count == 1 and final["results"] == [{"turn": 1, "brick": 24, "robin": 24}]
     assert not final["computed"] and final["answer"] == "Final answer.\n\nAnswer: 24"
     assert "he works it out by hand" in caplog.text

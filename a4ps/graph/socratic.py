@@ -134,6 +134,14 @@ class SocraticGraph:
             return None
         return seen, text, outcome.number
 
+    def _computed_update(self, state: DialogueState, node: str, turn: int, seen: list[dict], text: str,
+                         number: float) -> dict:
+        """BRICK's program and its number are shown, and become the working ALFRED writes the answer on from."""
+        self._voices.utterance("BRICK", task_id=state["task_id"], node=node, turn=turn, text=text,
+                               data={"result": number, "computed": True})
+        return {"brick_result": number, "computed": True, "check": [*seen, {"role": "assistant", "content": text}],
+                "dialogue": [{"persona": "BRICK", "node": node, "turn": turn, "text": text}]}
+
     @staticmethod
     def _numeric(state: DialogueState) -> bool:
         return (state.get("form") or {}).get("form") == "number"
@@ -172,14 +180,10 @@ class SocraticGraph:
         if turn == 1 and self._numeric(state) and (state.get("form") or {}).get("compute") and self._workshop:
             computed = self._program(state, cancel)
             if computed is not None:
-                seen, text, number = computed
-                self._voices.utterance("BRICK", task_id=state["task_id"], node="brick", turn=turn, text=text,
-                                       data={"result": number, "computed": True})
                 # his program stays out of the shared conversation (ROBIN answers blind); ALFRED writes the
                 # answer on from it, as from his own working after a vote
-                return {"turn": turn, "tool_request": None, "tool_call": None, "brick_result": number,
-                        "computed": True, "held": [], "check": [*seen, {"role": "assistant", "content": text}],
-                        "dialogue": [{"persona": "BRICK", "node": "brick", "turn": turn, "text": text}]}
+                return {"turn": turn, "tool_request": None, "tool_call": None, "held": [],
+                        **self._computed_update(state, "brick", turn, *computed)}
         template = self._prompts.thesis if turn == 1 else self._prompts.revision
         instruction = self._fill(template, {**state, "turn": turn})
         held = state.get("held") or [] if turn > 1 else []  # his first answer, which he now revises
@@ -310,13 +314,9 @@ class SocraticGraph:
         computed = self._program(state, cancel, node="brick_compute", turn=turn, template=self._prompts.recompute)
         if computed is None:
             return {"computed": False}
-        seen, text, number = computed
-        self._voices.utterance("BRICK", task_id=state["task_id"], node="brick_compute", turn=turn, text=text,
-                               data={"result": number, "computed": True})
+        number = computed[2]
         entry = {"turn": turn, "brick": number, "robin": state["results"][-1]["robin"], "computed": True}
-        return {"results": [entry], "brick_result": number, "computed": True,
-                "check": [*seen, {"role": "assistant", "content": text}],
-                "dialogue": [{"persona": "BRICK", "node": "brick_compute", "turn": turn, "text": text}]}
+        return {"results": [entry], **self._computed_update(state, "brick_compute", turn, *computed)}
 
     def alfred_synthesize(self, state: DialogueState, config: RunnableConfig) -> dict:
         """ALFRED's final answer; a number the society settled closes it on its own line (the codex's

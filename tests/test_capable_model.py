@@ -74,8 +74,10 @@ def brick_decision(graph: SocraticGraph, task: str) -> dict:
     ("What is the difference between a list and a tuple in Python?", False),
     pytest.param("What is the sum of all prime numbers below 2,000,000? I need the exact value.", True,
                  marks=pytest.mark.xfail(reason="measured: ALFRED quotes 'below 2,000,000' and BRICK is sent to a "
-                                                "program, but his program gives no number in the sandbox and his "
-                                                "tool decision after working by hand says no", strict=False)),
+                                                "program; his first calls an is_prime he never defined, the one he "
+                                                "mends tries every divisor of two million numbers and runs past "
+                                                "the sandbox's 10 s, and his tool decision after working by hand "
+                                                "says no", strict=False)),
 ])
 def test_brick_reaches_for_code_only_when_computing_answers_the_task(society, tmp_path, task, wants_code):
     """Advice and facts get no program and no forge request; a sum over two million numbers gets one or

@@ -51,11 +51,13 @@ def speaker(messages):
 class Script:
     """Prose for each instruction; the constrained follow-ups: a tool decision and scripted verdicts."""
 
-    def __init__(self, verdicts, tool_on_turn=None, form="prose", results=(), own=(), compute="", program=None):
+    def __init__(self, verdicts, tool_on_turn=None, form="prose", results=(), own=(), compute="", program=None,
+                 fixed=None):
         self.verdicts = list(verdicts)
         self.form = form
         # ALFRED's quote of the range the task names (a string; "": none); BRICK's program (None: garbage)
         self.compute, self.program = compute, program
+        self.fixed = fixed  # BRICK's program when shown why his last one failed (None: the same one again)
         self.round = None
         self.results = list(results)  # number tasks: (ROBIN's, BRICK's) number per round
         self.own = list(own)  # number tasks: ALFRED's own result, when he is asked for one
@@ -82,7 +84,9 @@ class Script:
         if "range" in props:
             return json.dumps({"range": self.compute or ""})
         if "lines" in props:
-            return json.dumps({"lines": self.program}) if self.program is not None else "import this"
+            mending = messages[-1]["content"].startswith("BRICK, in the sandbox")
+            program = self.fixed if mending and self.fixed is not None else self.program
+            return json.dumps({"lines": program}) if program is not None else "import this"
         if "needs_tool" in props:
             wants = self.thesis_count == self.tool_on_turn
             answer = {"needs_tool": wants, "tool_spec": "count words in a text" if wants else ""}
@@ -481,13 +485,34 @@ def test_a_tie_break_program_that_fails_leaves_the_debate_to_go_on_by_hand(sandb
 @pytest.mark.parametrize("program", [["answer = 1 / 0"], ["total = 5"], None],
                          ids=["raises", "no-answer", "garbage-json"])
 def test_a_program_that_gives_no_number_leaves_brick_to_work_it_out_by_hand(sandboxed, program, caplog):
+    """A program that fails, and fails again when BRICK is shown why (graph.program_fixes = 1), or no
+    program at all: BRICK works the number out by hand."""
     caplog.set_level(logging.INFO, logger="a4ps.graph.socratic")
     script = Script([], form="number", compute="from 1 to 10", program=program, results=[(24, 24)])
     workshop, final, _ = run_with_sandbox(sandboxed, script, "c2", "What is the sum of the odd numbers from 1 to 10?")
     assert script.thesis_count == 1 and final["results"] == [{"turn": 1, "brick": 24, "robin": 24}]
     assert not final["computed"] and final["answer"] == "Final answer.\n\nAnswer: 24"
     assert "he works it out by hand" in caplog.text
-    assert workshop.programs == ([] if program is None else [program])
+    assert workshop.programs == ([] if program is None else [program, program])
+
+
+def test_a_failed_program_is_shown_to_brick_with_why_and_his_mended_one_computes_the_number(sandboxed):
+    """BRICK calls a helper he never defined: the sandbox's error goes back to him, continuing the same
+    conversation, and the program he writes then computes the number that stands."""
+    broken = ["# the sum of the odd numbers from 1 to 10", "answer = 0", "for i in range(1, 11):",
+              "    if is_odd(i):", "        answer += i"]
+    mended = ["# the sum of the odd numbers from 1 to 10", "def is_odd(n):", "    return n % 2 == 1", "answer = 0",
+              "for i in range(1, 11):", "    if is_odd(i):", "        answer += i"]
+    script = Script([], form="number", compute="from 1 to 10", program=broken, fixed=mended, results=[(24, None)])
+    workshop, final, events = run_with_sandbox(sandboxed, script, "c5", "What is the sum of the odd numbers from 1 to 10?")
+    assert workshop.programs == [broken, mended] and script.thesis_count == 0
+    assert final["computed"] and final["results"] == [{"turn": 1, "brick": 25, "robin": 24, "computed": True}]
+    fix_call = next(call for call in script.calls if call[-1]["content"].startswith("BRICK, in the sandbox"))
+    assert "NameError" in fix_call[-1]["content"] and "is_odd" in fix_call[-1]["content"]
+    assert fix_call[-2] == {"role": "assistant", "content": json.dumps({"lines": broken})}
+    shown = next(e.payload for e in events if e.topic == "utterance" and e.payload["node"] == "brick")
+    assert "def is_odd" in shown["text"] and shown["text"].endswith("computed 25.")
+    assert final["answer"] == "Final answer.\n\nAnswer: 25"
 
 
 def test_cancel_stops_mid_answer():

@@ -32,7 +32,7 @@ def test_the_lines_become_a_function_that_returns_answer():
 
 def test_a_program_computes_its_number_in_the_sandbox(executor):
     outcome = run_program(executor, SEVENS)
-    assert outcome.ok and outcome.number == 20, outcome
+    assert outcome.ok and outcome.number == 20 and not outcome.mendable, outcome
     assert outcome.summary == "the program ran in the sandbox and computed 20"
     assert outcome.execution["backend"] == executor.backend_name
     printed = run_program(executor, ["print('working')", "answer = 2.5"])
@@ -50,18 +50,21 @@ def test_a_program_that_fails_is_a_failed_outcome_with_its_reason(executor, line
     outcome = run_program(executor, lines, timeout_s=3)
     assert not outcome.ok and outcome.number is None and reason in outcome.error, outcome
     assert outcome.summary.startswith("the program failed: ")
+    assert outcome.mendable  # its author is shown why and may fix it
 
 
 @pytest.mark.parametrize("value", ["'twenty'", "True", "float('inf')", "[1, 2]"])
 def test_an_answer_that_is_no_finite_number_gives_no_number(executor, value):
     outcome = run_program(executor, [f"answer = {value}"])
     assert outcome.ok and outcome.number is None and "is not a number" in outcome.summary, outcome
+    assert outcome.mendable
 
 
 def test_a_broken_sandbox_is_a_failed_outcome_not_an_exception():
     error = SandboxFailure("runsc run 1 failed")
     outcome = run_program(FailingSandbox(error), SEVENS)
     assert not outcome.ok and outcome.error == f"the sandbox failed (not the program): {sandbox_error(error)}"
+    assert not outcome.mendable  # nothing for the program's author to fix
 
 
 def test_a_stop_kills_the_program(executor):
@@ -70,5 +73,6 @@ def test_a_stop_kills_the_program(executor):
     started = time.monotonic()
     outcome = run_program(executor, ["while True:", "    pass"], timeout_s=30, cancel=cancel)
     assert outcome.cancelled and outcome.number is None and time.monotonic() - started < 10
+    assert not outcome.mendable
     cancel.set()
     assert run_program(executor, SEVENS, cancel=cancel).cancelled  # a stop before it starts: never run

@@ -58,6 +58,7 @@ class Graph(_Strict):
     antithesis_tokens: int = Field(ge=16, le=4096)
     synthesis_tokens: int = Field(ge=16, le=4096)
     transcript_chars: int = Field(ge=1000)
+    program_fixes: int = Field(ge=0, le=3)
     tools: bool
 
 
@@ -185,6 +186,7 @@ class Prompts(_Strict):
     thesis: str
     compute: str
     recompute: str
+    program_fix: str
     revision: str
     tool_need: str
     second_opinion: str

@@ -287,6 +287,7 @@ class SandboxCall:
     output: str = ""
     execution: dict[str, Any] | None = None
     cancelled: bool = False
+    sandbox_fault: bool = False  # the sandbox failed, not the code: nothing for the code's author to mend
 
 
 def call_in_sandbox(executor: SecureCodeExecutor, name: str, code: str, *, what: str,
@@ -297,10 +298,11 @@ def call_in_sandbox(executor: SecureCodeExecutor, name: str, code: str, *, what:
     try:
         report = run_in_sandbox(executor, name, code, arguments=arguments, timeout_s=timeout_s, cancel=cancel)
     except SandboxUnavailable as exc:
-        return SandboxCall(error=f"sandbox unavailable: {exc}")
+        return SandboxCall(error=f"sandbox unavailable: {exc}", sandbox_fault=True)
     except SANDBOX_ERRORS as exc:
         log.warning("sandbox failed while calling %s %s: %s", what, name, sandbox_error(exc))
-        return SandboxCall(error=f"the sandbox failed (not the {what}): {sandbox_error(exc)}")
+        return SandboxCall(error=f"the sandbox failed (not the {what}): {sandbox_error(exc)}",
+                           sandbox_fault=True)
     if report.cancelled:
         return SandboxCall(error="cancelled", cancelled=True, execution=report.execution.to_dict())
     data = report.data or {}

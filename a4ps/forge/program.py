@@ -47,6 +47,12 @@ class ProgramOutcome:
     output: str = ""
     execution: dict[str, Any] = field(default_factory=dict)
     cancelled: bool = False
+    sandbox_fault: bool = False
+
+    @property
+    def mendable(self) -> bool:
+        """No number, and the program is to blame (not a Stop, not the sandbox): its author may fix it."""
+        return self.number is None and not self.cancelled and not self.sandbox_fault
 
     @property
     def number(self) -> float | None:
@@ -81,4 +87,5 @@ def run_program(executor: SecureCodeExecutor, lines: list[str], *, timeout_s: fl
         return ProgramOutcome(False, lines, error="cancelled", cancelled=True)
     call = call_in_sandbox(executor, FUNCTION, source(lines), what="program", timeout_s=timeout_s, cancel=cancel)
     return ProgramOutcome(not call.error, lines, value=call.value, error=call.error, output=call.output,
-                          execution=call.execution or {}, cancelled=call.cancelled)
+                          execution=call.execution or {}, cancelled=call.cancelled,
+                          sandbox_fault=call.sandbox_fault)

@@ -115,24 +115,35 @@ class SocraticGraph:
     def _program(self, state: DialogueState, cancel: threading.Event, node: str = "brick", turn: int = 1,
                  template: str | None = None) -> tuple[list[dict], str, float] | None:
         """BRICK computes the task's number with a program run in the sandbox: (the messages he saw, what
-        is shown, the number), or None when no number came of it (he then works it out by hand)."""
+        is shown, the number), or None when no number came of it (he then works it out by hand). A program
+        of his that fails is shown him with why, and he mends it (graph.program_fixes times): a 1.5B
+        model calls a helper it never defined, or loops too slowly, far more often than it gets a
+        program wrong twice the same way."""
         instruction = self._fill(template or self._prompts.compute, state)
         seen = self._messages(state, {"role": "user", "content": instruction})
-        try:
-            lines = self._voices.decide("BRICK", seen, PROGRAM, task_id=state["task_id"], node=node, turn=turn,
-                                        cancel=cancel, max_tokens=PROGRAM_TOKENS)["lines"]
-        except ModelError as exc:  # (a Stop is TaskCancelled, no ModelError: it goes through)
-            log.warning("task %s: BRICK wrote no usable program (%s); he works it out by hand", state["task_id"], exc)
-            return None
-        outcome = self._workshop.compute(lines, cancel=cancel)
-        if outcome.cancelled or cancel.is_set():
-            raise TaskCancelled()
-        text = "```python\n" + "\n".join(lines) + "\n```\n" + outcome.summary[:1].upper() + outcome.summary[1:] + "."
-        if outcome.number is None:
-            log.info("task %s: BRICK's program gave no number (%s); he works it out by hand", state["task_id"],
+        for attempt in range(self._config.program_fixes + 1):
+            try:
+                lines = self._voices.decide("BRICK", seen, PROGRAM, task_id=state["task_id"], node=node, turn=turn,
+                                            cancel=cancel, max_tokens=PROGRAM_TOKENS)["lines"]
+            except ModelError as exc:  # (a Stop is TaskCancelled, no ModelError: it goes through)
+                log.warning("task %s: BRICK wrote no usable program (%s); he works it out by hand",
+                            state["task_id"], exc)
+                return None
+            outcome = self._workshop.compute(lines, cancel=cancel)
+            if outcome.cancelled or cancel.is_set():
+                raise TaskCancelled()
+            if outcome.number is not None:
+                summary = outcome.summary[:1].upper() + outcome.summary[1:]
+                return seen, "```python\n" + "\n".join(lines) + "\n```\n" + summary + ".", outcome.number
+            log.info("task %s: BRICK's program (try %d) gave no number (%s)", state["task_id"], attempt + 1,
                      outcome.summary)
-            return None
-        return seen, text, outcome.number
+            if not outcome.mendable:
+                break
+            fix = self._fill(self._prompts.program_fix, state, failure=outcome.summary)
+            seen = [*seen, {"role": "assistant", "content": json.dumps({"lines": lines})},
+                    {"role": "user", "content": fix}]
+        log.info("task %s: no number from BRICK's program; he works it out by hand", state["task_id"])
+        return None
 
     def _computed_update(self, state: DialogueState, node: str, turn: int, seen: list[dict], text: str,
                          number: float) -> dict:

@@ -487,7 +487,7 @@ def test_a_tie_break_program_that_fails_leaves_the_debate_to_go_on_by_hand(sandb
 def test_a_program_that_gives_no_number_leaves_brick_to_work_it_out_by_hand(sandboxed, program, caplog):
     """A program that fails, and fails again when BRICK is shown why (graph.program_fixes = 1), or no
     program at all: BRICK works the number out by hand."""
-    caplog.set_level(logging.INFO, logger="a4ps.graph.socratic")
+    caplog.set_level(logging.INFO, logger="a4ps.graph.computing")
     script = Script([], form="number", compute="from 1 to 10", program=program, results=[(24, 24)])
     workshop, final, _ = run_with_sandbox(sandboxed, script, "c2", "What is the sum of the odd numbers from 1 to 10?")
     assert script.thesis_count == 1 and final["results"] == [{"turn": 1, "brick": 24, "robin": 24}]

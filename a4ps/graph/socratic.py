@@ -1,10 +1,10 @@
 """The LangGraph StateGraph of one task: alfred_plan -> brick -> robin -> router -> ... -> alfred_synthesize
 (and alfred_check, when BRICK and ROBIN reach different numbers; brick_compute, when all three differ).
 
-The personas share one conversation: a system message that introduces the society (from the codex),
-then every instruction and every answer in the order they happened (`transcript`). Each call only
-appends to it, so a local model re-reads nothing it has already processed (llama.cpp reuses the
-longest cached prefix), and every persona sees the whole discussion.
+The personas share one conversation (a4ps.graph.conversation): a system message that introduces the
+society (from the codex), then every instruction and every answer in the order they happened
+(`transcript`). Each call only appends to it, so a local model re-reads nothing it has already
+processed, and every persona sees the whole discussion.
 
 One exception makes the debate worth having: in the first round ROBIN answers blind. BRICK's first
 answer stays out of the conversation until she has given her own, then is shown to her to compare with. Two
@@ -19,7 +19,7 @@ his first answer joins the conversation only if he is asked to revise it.
 
 When ALFRED reads the task as one number that takes going through many cases (every number in a
 range), BRICK does not work it out by hand: he writes a program, the sandbox runs it, and its number
-is the result. ROBIN still answers on her own, but a hand-worked number does not outvote a computed one
+is the result (a4ps.graph.computing). ROBIN still answers on her own, but a hand-worked number does not outvote a computed one
 (a small model's errors on a hundred cases are alike, so two of them agreeing proves nothing).
 """
 
@@ -37,12 +37,12 @@ from langgraph.graph import END, START, StateGraph
 from a4ps.config.schema import Codex, Graph
 from a4ps.config.templates import render, shown
 from a4ps.events import EventBus
-from a4ps.forge.program import PROGRAM
 from a4ps.graph import dissonance, results as numbers, schemas
+from a4ps.graph.computing import compute_number
+from a4ps.graph.conversation import Conversation
 from a4ps.graph.routing import Router
-from a4ps.graph.state import DialogueState, Workshop, cancel_of, tool_results_text, tools_text, window
+from a4ps.graph.state import DialogueState, Workshop, cancel_of, tools_text, window
 from a4ps.graph.voice import TaskCancelled, Voices
-from a4ps.models import ModelError
 from a4ps.models.structured import list_layout
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 __all__ = ["DialogueState", "SocraticGraph", "TaskCancelled", "Workshop"]
 
 MIN_SPEC_WORDS = 3  # a tool request must describe a function, not just say "true"
-PROGRAM_TOKENS = 600  # BRICK's program (a4ps.forge.program allows 40 lines)
 
 
 class SocraticGraph:
@@ -60,90 +59,23 @@ class SocraticGraph:
                  workshop: Workshop | None = None, recall: Callable[[str], str] | None = None,
                  checkpointer: BaseCheckpointSaver | None = None):
         self._voices = voices
-        self._codex = codex
         self._prompts = codex.prompts
         self._config = config
         self._bus = bus
         self._workshop = workshop
         self._recall = recall
         self._checkpointer = checkpointer
+        self._talk = Conversation(voices, codex, config)
         self._router = Router(config, bus, has_workshop=workshop is not None)
         self._compiled = self._build()
 
-    # --- the conversation ---------------------------------------------------------------------
-    def _society(self) -> str:
-        personas = "\n".join(f"- {p['name']}: {p['role']} {p['system_prompt']}" for p in self._voices.personas())
-        principles = "\n".join(f"- {p.text}" for p in self._codex.principle) or "(none)"
-        return render(self._prompts.society, personas=personas, principles=principles)
-
-    def _fill(self, template: str, state: DialogueState, **extra: Any) -> str:
-        values = {"task": state.get("task", ""), "plan": state.get("plan", ""),
-                  "memories": state.get("memories") or "(none)", "turn": state.get("turn", 0),
-                  "tool_results": tool_results_text(state.get("tool_results", [])),
-                  "results": numbers.results_text(state.get("results", [])), **extra}
-        return render(template, **values)
-
-    def _messages(self, state: DialogueState, *tail: dict) -> list[dict]:
-        transcript = window(state.get("transcript", []), self._config.transcript_chars)
-        return [{"role": "system", "content": self._society()}, *transcript, *tail]
-
-    def _speak(self, persona: str, node: str, state: DialogueState, instruction: str, turn: int,
-               max_tokens: int, cancel: threading.Event, layout: str | None = None,
-               before: list[dict] | None = None) -> tuple[list[dict], str]:
-        """The persona answers the instruction in prose (after `before`, messages not yet in the
-        conversation); returns (the messages it saw, its answer)."""
-        messages = self._messages(state, *(before or []), {"role": "user", "content": instruction})
-        text = self._voices.speak(persona, messages, task_id=state["task_id"], node=node, turn=turn,
-                                  cancel=cancel, max_tokens=max_tokens, layout=layout)
-        return messages, text or "(no answer)"
-
-    def _decide(self, persona: str, node: str, state: DialogueState, seen: list[dict], answer: str,
-                question: str, schema: dict, turn: int, cancel: threading.Event) -> dict:
-        """A constrained follow-up question on the answer just given (it continues the cached prompt)."""
-        messages = [*seen, {"role": "assistant", "content": answer}, {"role": "user", "content": question}]
-        return self._voices.decide(persona, messages, schema, task_id=state["task_id"], node=node, turn=turn,
-                                   cancel=cancel)
-
-    def _own_number(self, persona: str, node: str, state: DialogueState, seen: list[dict], answer: str,
-                    turn: int, cancel: threading.Event, template: str | None = None) -> tuple[str, float]:
-        """The number the persona's own answer reached, asked right after it (its prompt is cached);
-        returns (the question, the number). `template`: another wording than the codex's own_result."""
-        question = self._fill(template or self._prompts.own_result, state, persona=persona)
-        data = self._decide(persona, node, state, seen, answer, question, schemas.RESULT, turn, cancel)
-        return question, data["result"]
-
+    # --- helpers -----------------------------------------------------------------------------
     def _program(self, state: DialogueState, cancel: threading.Event, node: str = "brick", turn: int = 1,
                  template: str | None = None) -> tuple[list[dict], str, float] | None:
-        """BRICK computes the task's number with a program run in the sandbox: (the messages he saw, what
-        is shown, the number), or None when no number came of it (he then works it out by hand). A program
-        of his that fails is shown him with why, and he mends it (graph.program_fixes times): a 1.5B
-        model calls a helper it never defined, or loops too slowly, far more often than it gets a
-        program wrong twice the same way."""
-        instruction = self._fill(template or self._prompts.compute, state)
-        seen = self._messages(state, {"role": "user", "content": instruction})
-        for attempt in range(self._config.program_fixes + 1):
-            try:
-                lines = self._voices.decide("BRICK", seen, PROGRAM, task_id=state["task_id"], node=node, turn=turn,
-                                            cancel=cancel, max_tokens=PROGRAM_TOKENS)["lines"]
-            except ModelError as exc:  # (a Stop is TaskCancelled, no ModelError: it goes through)
-                log.warning("task %s: BRICK wrote no usable program (%s); he works it out by hand",
-                            state["task_id"], exc)
-                return None
-            outcome = self._workshop.compute(lines, cancel=cancel)
-            if outcome.cancelled or cancel.is_set():
-                raise TaskCancelled()
-            if outcome.number is not None:
-                summary = outcome.summary[:1].upper() + outcome.summary[1:]
-                return seen, "```python\n" + "\n".join(lines) + "\n```\n" + summary + ".", outcome.number
-            log.info("task %s: BRICK's program (try %d) gave no number (%s)", state["task_id"], attempt + 1,
-                     outcome.summary)
-            if not outcome.mendable:
-                break
-            fix = self._fill(self._prompts.program_fix, state, failure=outcome.summary)
-            seen = [*seen, {"role": "assistant", "content": json.dumps({"lines": lines})},
-                    {"role": "user", "content": fix}]
-        log.info("task %s: no number from BRICK's program; he works it out by hand", state["task_id"])
-        return None
+        """BRICK's program for the task's number (a4ps.graph.computing), or None: he works it out by hand."""
+        return compute_number(self._talk, self._workshop, state, cancel, node=node, turn=turn,
+                              instruction=self._talk.fill(template or self._prompts.compute, state),
+                              fix_template=self._prompts.program_fix, fixes=self._config.program_fixes)
 
     def _computed_update(self, state: DialogueState, node: str, turn: int, seen: list[dict], text: str,
                          number: float) -> dict:
@@ -157,10 +89,6 @@ class SocraticGraph:
     def _numeric(state: DialogueState) -> bool:
         return (state.get("form") or {}).get("form") == "number"
 
-    @staticmethod
-    def _exchange(instruction: str, answer: str) -> list[dict]:
-        return [{"role": "user", "content": instruction}, {"role": "assistant", "content": answer}]
-
     # --- nodes -------------------------------------------------------------------------------
     def alfred_plan(self, state: DialogueState, config: RunnableConfig) -> dict:
         cancel = cancel_of(config)
@@ -170,19 +98,19 @@ class SocraticGraph:
                 memories = self._recall(state["task"])
             except Exception:  # memory is an aid; a failing store must not fail the task
                 log.exception("memory recall failed; planning without memories")
-        instruction = self._fill(self._prompts.plan, {**state, "memories": memories})
-        seen, plan = self._speak("ALFRED", "alfred_plan", state, instruction, 0, self._config.plan_tokens, cancel)
-        form = self._decide("ALFRED", "alfred_plan", state, seen, plan, self._fill(self._prompts.form, state),
+        instruction = self._talk.fill(self._prompts.plan, {**state, "memories": memories})
+        seen, plan = self._talk.speak("ALFRED", "alfred_plan", state, instruction, 0, self._config.plan_tokens, cancel)
+        form = self._talk.decide("ALFRED", "alfred_plan", state, seen, plan, self._talk.fill(self._prompts.form, state),
                             schemas.FORM, 0, cancel)
         form["compute"] = False
         if form["form"] == "number":  # on the task alone: his plan must not talk him out of a range
-            question = [{"role": "system", "content": self._society()},
-                        {"role": "user", "content": self._fill(self._prompts.range_quote, state)}]
+            question = [{"role": "system", "content": self._talk.society()},
+                        {"role": "user", "content": self._talk.fill(self._prompts.range_quote, state)}]
             quote = self._voices.decide("ALFRED", question, schemas.RANGE, task_id=state["task_id"],
                                         node="alfred_plan", turn=0, cancel=cancel)["range"]
             form.update(range=quote, compute=schemas.named_range(quote, state["task"]))
         self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_plan", turn=0, text=plan, data=form)
-        return {"plan": plan, "memories": memories, "form": form, "transcript": self._exchange(instruction, plan),
+        return {"plan": plan, "memories": memories, "form": form, "transcript": self._talk.exchange(instruction, plan),
                 "dialogue": [{"persona": "ALFRED", "node": "alfred_plan", "turn": 0, "text": plan}]}
 
     def brick(self, state: DialogueState, config: RunnableConfig) -> dict:
@@ -196,17 +124,17 @@ class SocraticGraph:
                 return {"turn": turn, "tool_request": None, "tool_call": None, "held": [],
                         **self._computed_update(state, "brick", turn, *computed)}
         template = self._prompts.thesis if turn == 1 else self._prompts.revision
-        instruction = self._fill(template, {**state, "turn": turn})
+        instruction = self._talk.fill(template, {**state, "turn": turn})
         held = state.get("held") or [] if turn > 1 else []  # his first answer, which he now revises
-        seen, analysis = self._speak("BRICK", "brick", state, instruction, turn, self._config.thesis_tokens, cancel,
+        seen, analysis = self._talk.speak("BRICK", "brick", state, instruction, turn, self._config.thesis_tokens, cancel,
                                      before=held)
         numeric = self._numeric(state)
-        own = self._own_number("BRICK", "brick", state, seen, analysis, turn, cancel)[1] if numeric else None
+        own = self._talk.own_number("BRICK", "brick", state, seen, analysis, turn, cancel)[1] if numeric else None
         data: dict[str, Any] = {"needs_tool": False, "tool_spec": ""}
         if self._config.tools:
             tools = self._workshop.usable_tools() if self._workshop else []
-            question = self._fill(self._prompts.tool_need, state, tools=tools_text(tools))
-            data = self._decide("BRICK", "brick", state, seen, analysis, question,
+            question = self._talk.fill(self._prompts.tool_need, state, tools=tools_text(tools))
+            data = self._talk.decide("BRICK", "brick", state, seen, analysis, question,
                                 schemas.tool_need_schema([t["name"] for t in tools]), turn, cancel)
         request = call = None
         if data["needs_tool"] and len(data["tool_spec"].split()) >= MIN_SPEC_WORDS:
@@ -220,8 +148,8 @@ class SocraticGraph:
                                   "dialogue": [{"persona": "BRICK", "node": "brick", "turn": turn, "text": analysis}]}
         if turn == 1:  # held back until ROBIN has answered on her own (she is shown it to compare, or,
             # for a number, only his number is compared; his answer joins if he revises it)
-            return {**update, "held": self._exchange(instruction, analysis) if numeric else []}
-        return {**update, "held": [], "transcript": [*held, *self._exchange(instruction, analysis)]}
+            return {**update, "held": self._talk.exchange(instruction, analysis) if numeric else []}
+        return {**update, "held": [], "transcript": [*held, *self._talk.exchange(instruction, analysis)]}
 
     def robin(self, state: DialogueState, config: RunnableConfig) -> dict:
         """Turn 1: ROBIN answers blind, then is shown BRICK's answer. Later turns: she checks his
@@ -232,12 +160,12 @@ class SocraticGraph:
         turn = state["turn"]
         blind = turn == 1
         numeric = self._numeric(state) and state.get("brick_result") is not None
-        instruction = self._fill(self._prompts.second_opinion if blind else self._prompts.antithesis, state)
-        seen, reply = self._speak("ROBIN", "robin", state, instruction, turn, self._config.antithesis_tokens, cancel)
+        instruction = self._talk.fill(self._prompts.second_opinion if blind else self._prompts.antithesis, state)
+        seen, reply = self._talk.speak("ROBIN", "robin", state, instruction, turn, self._config.antithesis_tokens, cancel)
         analysis = next((d["text"] for d in reversed(state.get("dialogue", [])) if d["node"] == "brick"), "")
         update: dict[str, Any] = {}
         if numeric:  # her own number (blind: the number her answer reached; later: the one she now holds)
-            question, mine = self._own_number("ROBIN", "robin", state, seen, reply, turn, cancel,
+            question, mine = self._talk.own_number("ROBIN", "robin", state, seen, reply, turn, cancel,
                                               None if blind else self._prompts.results)
             data = {"result": mine}
             entry = {"turn": turn, "brick": state["brick_result"], "robin": mine,
@@ -245,8 +173,8 @@ class SocraticGraph:
             verdict = "aligned" if numbers.same_number(entry["robin"], entry["brick"]) else "opposed"
             update["results"] = [entry]
         else:
-            question = self._fill(self._prompts.compare if blind else self._prompts.verdict, state, analysis=analysis)
-            data = self._decide("ROBIN", "robin", state, seen, reply, question, schemas.VERDICT, turn, cancel)
+            question = self._talk.fill(self._prompts.compare if blind else self._prompts.verdict, state, analysis=analysis)
+            data = self._talk.decide("ROBIN", "robin", state, seen, reply, question, schemas.VERDICT, turn, cancel)
             verdict = data["verdict"]
         measured = dissonance.measure(verdict, analysis, reply, self._voices.embed,
                                       self._config.dissonance_embedding_weight)
@@ -258,7 +186,7 @@ class SocraticGraph:
                           verdict=measured.verdict, similarity=measured.similarity)
         # her answer and the question on it (with BRICK's answer in it, the first time, unless only
         # numbers are compared) join the conversation
-        transcript = self._exchange(instruction, reply) + self._exchange(question, json.dumps(data))
+        transcript = self._talk.exchange(instruction, reply) + self._talk.exchange(question, json.dumps(data))
         return {**update, "dissonance": [measured.value], "transcript": transcript,
                 "dialogue": [{"persona": "ROBIN", "node": "robin", "turn": turn, "text": reply}]}
 
@@ -303,11 +231,11 @@ class SocraticGraph:
         cancel = cancel_of(config)
         turn = state["turn"]
         opening = window(state.get("transcript", []), self._config.transcript_chars)[:2]  # the task and the plan
-        instruction = self._fill(self._prompts.own_working, state)
-        seen = [{"role": "system", "content": self._society()}, *opening, {"role": "user", "content": instruction}]
+        instruction = self._talk.fill(self._prompts.own_working, state)
+        seen = [{"role": "system", "content": self._talk.society()}, *opening, {"role": "user", "content": instruction}]
         working = self._voices.speak("ALFRED", seen, task_id=state["task_id"], node="alfred_check", turn=turn,
                                      cancel=cancel, max_tokens=self._config.thesis_tokens) or "(no answer)"
-        _, own = self._own_number("ALFRED", "alfred_check", state, seen, working, turn, cancel)
+        _, own = self._talk.own_number("ALFRED", "alfred_check", state, seen, working, turn, cancel)
         entry = {**state["results"][-1], "alfred": own}
         self._voices.utterance("ALFRED", task_id=state["task_id"], node="alfred_check", turn=turn, text=working,
                                data={"results": entry, "majority": numbers.majority(entry)})
@@ -334,7 +262,7 @@ class SocraticGraph:
         answer_line), so the result stands last and apart from the other numbers the prose mentions."""
         cancel = cancel_of(config)
         turn = state.get("turn", 0)
-        instruction = self._fill(self._prompts.synthesis, state)
+        instruction = self._talk.fill(self._prompts.synthesis, state)
         form = state.get("form") or {}
         layout = list_layout(form["items"], form["list_marker"]) if form.get("form") == "list" and form.get("items") else None
         if numbers.decided(state.get("results", [])) is not None or numbers.computed(state.get("results", [])):
@@ -345,7 +273,7 @@ class SocraticGraph:
             answer = self._voices.speak("ALFRED", messages, task_id=state["task_id"], node="alfred_synthesize",
                                         turn=turn, cancel=cancel, max_tokens=self._config.synthesis_tokens) or "(no answer)"
         else:
-            _, answer = self._speak("ALFRED", "alfred_synthesize", state, instruction, turn,
+            _, answer = self._talk.speak("ALFRED", "alfred_synthesize", state, instruction, turn,
                                     self._config.synthesis_tokens, cancel, layout=layout)
         result = numbers.settled(state.get("results", []))
         if result is not None:
@@ -384,7 +312,7 @@ class SocraticGraph:
     def warm(self) -> None:
         """Have the model read the society's system message before the first task (a local model
         keeps it cached, so the first plan starts streaming after reading only the task)."""
-        self._voices.warm("ALFRED", [{"role": "system", "content": self._society()},
+        self._voices.warm("ALFRED", [{"role": "system", "content": self._talk.society()},
                                      {"role": "user", "content": "The person's task:"}])
 
     def run(self, task_id: str, task: str, memories: str = "",

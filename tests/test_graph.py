@@ -18,7 +18,7 @@ from a4ps.graph import SocraticGraph, TaskCancelled
 from a4ps.graph import results as numbers, schemas
 from a4ps.graph.dissonance import VERDICT_VALUES, measure, off_topic
 from a4ps.graph.state import window
-from a4ps.graph.voice import Voices
+from a4ps.graph.voice import Voices, complete_part
 from a4ps.models import ModelManager
 from a4ps.models.embedded import EmbeddedProvider
 from a4ps.models.ollama_provider import OllamaProvider
@@ -513,6 +513,38 @@ def test_a_failed_program_is_shown_to_brick_with_why_and_his_mended_one_computes
     shown = next(e.payload for e in events if e.topic == "utterance" and e.payload["node"] == "brick")
     assert "def is_odd" in shown["text"] and shown["text"].endswith("computed 25.")
     assert final["answer"] == "Final answer.\n\nAnswer: 25"
+
+
+@pytest.mark.parametrize("text, kept", [
+    ("A complete answer must contain:\n- the function\n- the formula (C * 9/5) + 3",
+     "A complete answer must contain:\n- the function"),
+    ("It needs the function. It needs the formula (C * 9/5) + 3", "It needs the function."),
+    ("It needs the formula (C * 9/5) + 3", "It needs the formula (C * 9/5) + 3"),
+])
+def test_a_reply_cut_off_keeps_its_complete_part(text, kept):
+    assert complete_part(text) == kept
+
+
+def test_a_plan_cut_off_by_its_token_limit_loses_its_unfinished_line():
+    """Everyone reads ALFRED's plan and anchors on it: a line the token limit cut mid-way ("+ 3" for
+    "+ 32") is dropped before it joins the conversation."""
+    plan = "A complete answer must contain:\n- the function celsius_to_fahrenheit(c)\n- the formula (C * 9/5) + 32"
+
+    class LongPlan(Script):
+        def __call__(self, model, messages, fmt):
+            answer = super().__call__(model, messages, fmt)
+            return plan if fmt is None and speaker(messages) == "plan" else answer
+
+    script, bus = LongPlan(["aligned"]), EventBus()
+    events = collect(bus)
+    with OllamaStandIn(models=MODELS, responder=script) as server:
+        graph, _ = build(server.host, bus, graph_config(plan_tokens=len(plan) // 4 - 2))
+        final = graph.run("p1", "Write a Python function celsius_to_fahrenheit(c).")
+    kept = "A complete answer must contain:\n- the function celsius_to_fahrenheit(c)"
+    assert final["plan"] == kept and final["transcript"][1] == {"role": "assistant", "content": kept}
+    assert next(e.payload["text"] for e in events if e.topic == "utterance") == kept
+    streamed = "".join(e.payload["text"] for e in events if e.topic == "token" and e.payload["node"] == "alfred_plan")
+    assert streamed.startswith(kept) and "- the formula (C" in streamed  # what streamed is what the model wrote
 
 
 def test_cancel_stops_mid_answer():

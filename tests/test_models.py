@@ -75,6 +75,24 @@ def test_embedded_free_text_without_schema(embedded):
     assert result.data is None and result.text
 
 
+def test_an_answer_cut_off_by_its_token_limit_is_marked_truncated(embedded):
+    """The real model: stopped by max_tokens mid-way is `truncated`; a JSON answer that closed is not."""
+    cut = embedded.chat([{"role": "user", "content": "Count slowly from one to fifty in words."}], model="smollm2",
+                        sampling=Sampling(0.0, 1.0, 6))
+    assert cut.truncated and cut.completion_tokens == 6, cut
+    whole = embedded.chat(MESSAGES, model="smollm2", schema=REPLY, sampling=Sampling(0.0, 1.0, 300))
+    assert not whole.truncated and whole.data is not None
+
+
+def test_ollama_answer_cut_off_by_num_predict_is_marked_truncated():
+    long = "one, two, three, four, five, six, seven, eight, nine, ten"
+    with OllamaStandIn(models=["gemma2:2b"], responder=scripted([long, "short"])) as server:
+        manager = ModelManager(OllamaProvider(ollama_config(server.host).ollama))
+        cut = manager.chat(MESSAGES, model="gemma2:2b", sampling=Sampling(0.3, 0.8, 3))
+        assert cut.truncated and cut.text == long[:12]
+        assert not manager.chat(MESSAGES, model="gemma2:2b", sampling=Sampling(0.3, 0.8, 99)).truncated
+
+
 def test_embedded_embed_needs_an_embedding_model(embedded):
     with pytest.raises(ModelError, match="no embedding model"):
         embedded.embed(["hi"])

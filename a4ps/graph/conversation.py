@@ -46,12 +46,12 @@ class Conversation:
 
     def speak(self, persona: str, node: str, state: DialogueState, instruction: str, turn: int,
               max_tokens: int, cancel: threading.Event, layout: str | None = None,
-              before: list[dict] | None = None) -> tuple[list[dict], str]:
+              before: list[dict] | None = None, whole: bool = False) -> tuple[list[dict], str]:
         """The persona answers the instruction in prose (after `before`, messages not yet in the
-        conversation); returns (the messages it saw, its answer)."""
+        conversation); returns (the messages it saw, its answer). `whole`: see Voices.speak."""
         messages = self.messages(state, *(before or []), {"role": "user", "content": instruction})
         text = self.voices.speak(persona, messages, task_id=state["task_id"], node=node, turn=turn,
-                                 cancel=cancel, max_tokens=max_tokens, layout=layout)
+                                 cancel=cancel, max_tokens=max_tokens, layout=layout, whole=whole)
         return messages, text or "(no answer)"
 
     def decide(self, persona: str, node: str, state: DialogueState, seen: list[dict], answer: str,

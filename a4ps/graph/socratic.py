@@ -99,7 +99,8 @@ class SocraticGraph:
             except Exception:  # memory is an aid; a failing store must not fail the task
                 log.exception("memory recall failed; planning without memories")
         instruction = self._talk.fill(self._prompts.plan, {**state, "memories": memories})
-        seen, plan = self._talk.speak("ALFRED", "alfred_plan", state, instruction, 0, self._config.plan_tokens, cancel)
+        seen, plan = self._talk.speak("ALFRED", "alfred_plan", state, instruction, 0, self._config.plan_tokens, cancel,
+                                      whole=True)
         form = self._talk.decide("ALFRED", "alfred_plan", state, seen, plan, self._talk.fill(self._prompts.form, state),
                             schemas.FORM, 0, cancel)
         form["compute"] = False

@@ -19,6 +19,17 @@ class TaskCancelled(Exception):
     """The running task was cancelled (by the user or by shutdown) while a persona was speaking."""
 
 
+
+def complete_part(text: str) -> str:
+    """A reply cut off by its token limit, up to its last complete line (else its last complete
+    sentence, else as it is). Why: others read it and anchor on it; measured, a plan cut off at
+    "(C * 9/5) + 3" had BRICK, ROBIN and the answer all convert with + 3."""
+    text = text.strip()
+    if "\n" in text:
+        return text[:text.rindex("\n")].rstrip()
+    end = max(text.rfind(mark) for mark in (". ", "! ", "? "))
+    return text[:end + 1] if end > 0 else text
+
 class Voices:
     """Turns (persona, conversation) into streamed prose or a validated decision, with status and counters."""
 
@@ -45,8 +56,10 @@ class Voices:
         return proto.model, Sampling(temperature, proto.top_p, tokens, self._repeat_penalty)
 
     def speak(self, persona: str, messages: list[dict], *, task_id: str, node: str, turn: int,
-              cancel: threading.Event, max_tokens: int | None = None, layout: str | None = None) -> str:
-        """Stream the persona's prose to the bus; returns the whole text. `layout` shapes it (a grammar)."""
+              cancel: threading.Event, max_tokens: int | None = None, layout: str | None = None,
+              whole: bool = False) -> str:
+        """Stream the persona's prose to the bus; returns the whole text. `layout` shapes it (a grammar).
+        `whole`: a reply the token limit cut off loses its unfinished tail (see complete_part)."""
         model, sampling = self._sampling(persona, max_tokens, decision=False)
         sampling.layout = layout
         started = False
@@ -61,7 +74,7 @@ class Voices:
             self._bus.publish("token", task_id=task_id, persona=persona, node=node, turn=turn, text=text)
 
         result = self._call(persona, messages, model, None, sampling, on_token, cancel)
-        return result.text.strip()
+        return complete_part(result.text) if whole and result.truncated else result.text.strip()
 
     def decide(self, persona: str, messages: list[dict], schema: dict, *, task_id: str, node: str, turn: int,
                cancel: threading.Event, max_tokens: int = 96) -> dict[str, Any]:

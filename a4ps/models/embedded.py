@@ -148,6 +148,7 @@ class EmbeddedProvider:
             cached = [int(t) for t in llm.input_ids[: llm.n_tokens]]  # what the KV cache holds now
             pieces: list[str] = []
             first_piece_s = None
+            finish = None
             stream = llm.create_chat_completion(
                 messages=messages,
                 stream=True,
@@ -160,6 +161,7 @@ class EmbeddedProvider:
             abort = self._abort_while_reading(llm, sampling.should_stop)
             try:
                 for chunk in stream:
+                    finish = chunk["choices"][0].get("finish_reason") or finish
                     piece = chunk["choices"][0]["delta"].get("content")
                     if piece:
                         if first_piece_s is None:
@@ -190,6 +192,7 @@ class EmbeddedProvider:
                 completion_tokens=len(pieces),
                 seconds=time.perf_counter() - started,
                 extra={"reused_prompt_tokens": reused, "first_token_s": first_piece_s},
+                truncated=finish == "length",
             )
 
     @staticmethod

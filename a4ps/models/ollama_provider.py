@@ -117,6 +117,7 @@ class OllamaProvider:
                 prompt_tokens=stream.prompt_tokens,
                 completion_tokens=stream.completion_tokens or len(stream.pieces),
                 seconds=time.perf_counter() - started,
+                truncated=stream.done_reason == "length",
             )
 
     async def _stream_chat(self, request: dict[str, Any], stream: "_Stream") -> None:
@@ -198,6 +199,7 @@ class _Stream:
         self.on_token, self.should_stop = on_token, should_stop
         self.pieces: list[str] = []
         self.prompt_tokens = self.completion_tokens = 0
+        self.done_reason = ""
 
     async def consume(self, client: ollama.AsyncClient, request: dict[str, Any]) -> None:
         parts = await client.chat(**request)
@@ -211,6 +213,7 @@ class _Stream:
                 if part.done:
                     self.prompt_tokens = part.prompt_eval_count or 0
                     self.completion_tokens = part.eval_count or 0
+                    self.done_reason = part.done_reason or ""
                 elif self.should_stop is not None and self.should_stop():
                     raise ModelCancelled("stopped while the answer was streaming")
         finally:

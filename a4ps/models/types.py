@@ -46,3 +46,4 @@ class ChatResult:
     seconds: float = 0.0
     attempts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    truncated: bool = False  # the answer was cut off by max_tokens, mid-way

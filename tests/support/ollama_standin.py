@@ -253,8 +253,12 @@ class OllamaStandIn:
                 server._touch(model, body.get("keep_alive"))
                 content = server.responder(model, body.get("messages", []), body.get("format"))
                 pieces = [content[i:i + 4] for i in range(0, len(content), 4)] or [""]
+                limit = (body.get("options") or {}).get("num_predict")  # a piece stands for a token here
+                cut = bool(limit) and len(pieces) > limit
+                pieces = pieces[:limit] if cut else pieces
+                content = "".join(pieces)
                 final = {"model": model, "created_at": _now(), "message": {"role": "assistant", "content": ""},
-                         "done": True, "done_reason": "stop", "total_duration": 1_000_000,
+                         "done": True, "done_reason": "length" if cut else "stop", "total_duration": 1_000_000,
                          "load_duration": 1000, "prompt_eval_count": 12, "prompt_eval_duration": 1000,
                          "eval_count": len(pieces), "eval_duration": 1000}
                 if not body.get("stream", True):

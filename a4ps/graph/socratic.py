@@ -19,8 +19,9 @@ his first answer joins the conversation only if he is asked to revise it.
 
 When ALFRED reads the task as one number that takes going through many cases (every number in a
 range), BRICK does not work it out by hand: he writes a program, the sandbox runs it, and its number
-is the result (a4ps.graph.computing). ROBIN still answers on her own, but a hand-worked number does not outvote a computed one
-(a small model's errors on a hundred cases are alike, so two of them agreeing proves nothing).
+is the result (a4ps.graph.computing). ROBIN still answers on her own, but a hand-worked number does
+not outvote a computed one (a small model's errors on a hundred cases are alike, so two of them
+agreeing proves nothing).
 """
 
 from __future__ import annotations
@@ -99,10 +100,10 @@ class SocraticGraph:
             except Exception:  # memory is an aid; a failing store must not fail the task
                 log.exception("memory recall failed; planning without memories")
         instruction = self._talk.fill(self._prompts.plan, {**state, "memories": memories})
-        seen, plan = self._talk.speak("ALFRED", "alfred_plan", state, instruction, 0, self._config.plan_tokens, cancel,
-                                      whole=True)
-        form = self._talk.decide("ALFRED", "alfred_plan", state, seen, plan, self._talk.fill(self._prompts.form, state),
-                            schemas.FORM, 0, cancel)
+        seen, plan = self._talk.speak("ALFRED", "alfred_plan", state, instruction, 0, self._config.plan_tokens,
+                                      cancel, whole=True)
+        form = self._talk.decide("ALFRED", "alfred_plan", state, seen, plan,
+                                 self._talk.fill(self._prompts.form, state), schemas.FORM, 0, cancel)
         form["compute"] = False
         if form["form"] == "number":  # on the task alone: his plan must not talk him out of a range
             question = [{"role": "system", "content": self._talk.society()},
@@ -127,8 +128,8 @@ class SocraticGraph:
         template = self._prompts.thesis if turn == 1 else self._prompts.revision
         instruction = self._talk.fill(template, {**state, "turn": turn})
         held = state.get("held") or [] if turn > 1 else []  # his first answer, which he now revises
-        seen, analysis = self._talk.speak("BRICK", "brick", state, instruction, turn, self._config.thesis_tokens, cancel,
-                                     before=held)
+        seen, analysis = self._talk.speak("BRICK", "brick", state, instruction, turn, self._config.thesis_tokens,
+                                          cancel, before=held)
         numeric = self._numeric(state)
         own = self._talk.own_number("BRICK", "brick", state, seen, analysis, turn, cancel)[1] if numeric else None
         data: dict[str, Any] = {"needs_tool": False, "tool_spec": ""}
@@ -136,7 +137,7 @@ class SocraticGraph:
             tools = self._workshop.usable_tools() if self._workshop else []
             question = self._talk.fill(self._prompts.tool_need, state, tools=tools_text(tools))
             data = self._talk.decide("BRICK", "brick", state, seen, analysis, question,
-                                schemas.tool_need_schema([t["name"] for t in tools]), turn, cancel)
+                                     schemas.tool_need_schema([t["name"] for t in tools]), turn, cancel)
         request = call = None
         if data["needs_tool"] and len(data["tool_spec"].split()) >= MIN_SPEC_WORDS:
             request = {"spec": data["tool_spec"].strip(), "turn": turn}
@@ -162,12 +163,13 @@ class SocraticGraph:
         blind = turn == 1
         numeric = self._numeric(state) and state.get("brick_result") is not None
         instruction = self._talk.fill(self._prompts.second_opinion if blind else self._prompts.antithesis, state)
-        seen, reply = self._talk.speak("ROBIN", "robin", state, instruction, turn, self._config.antithesis_tokens, cancel)
+        seen, reply = self._talk.speak("ROBIN", "robin", state, instruction, turn, self._config.antithesis_tokens,
+                                       cancel)
         analysis = next((d["text"] for d in reversed(state.get("dialogue", [])) if d["node"] == "brick"), "")
         update: dict[str, Any] = {}
         if numeric:  # her own number (blind: the number her answer reached; later: the one she now holds)
             question, mine = self._talk.own_number("ROBIN", "robin", state, seen, reply, turn, cancel,
-                                              None if blind else self._prompts.results)
+                                                   None if blind else self._prompts.results)
             data = {"result": mine}
             entry = {"turn": turn, "brick": state["brick_result"], "robin": mine,
                      **({"computed": True} if state.get("computed") else {})}
@@ -175,7 +177,8 @@ class SocraticGraph:
             update["results"] = [entry]
         else:
             question = self._talk.fill(self._prompts.compare if blind else self._prompts.verdict, state, analysis=analysis)
-            data = self._talk.decide("ROBIN", "robin", state, seen, reply, question, schemas.VERDICT, turn, cancel)
+            data = self._talk.decide("ROBIN", "robin", state, seen, reply, question, schemas.VERDICT, turn,
+                                     cancel)
             verdict = data["verdict"]
         measured = dissonance.measure(verdict, analysis, reply, self._voices.embed,
                                       self._config.dissonance_embedding_weight)
@@ -275,7 +278,7 @@ class SocraticGraph:
                                         turn=turn, cancel=cancel, max_tokens=self._config.synthesis_tokens) or "(no answer)"
         else:
             _, answer = self._talk.speak("ALFRED", "alfred_synthesize", state, instruction, turn,
-                                    self._config.synthesis_tokens, cancel, layout=layout)
+                                         self._config.synthesis_tokens, cancel, layout=layout)
         result = numbers.settled(state.get("results", []))
         if result is not None:
             line = "\n\n" + render(self._prompts.answer_line, result=shown(result))

@@ -13,6 +13,7 @@ from a4ps.backend.compose import build_executor
 from a4ps.config import load_codex, load_settings
 from a4ps.config.templates import shown
 from a4ps.events import EventBus
+from a4ps.forge.code_check import check_code
 from a4ps.forge.program import run_program
 from a4ps.graph import SocraticGraph, TaskCancelled
 from a4ps.graph import results as numbers, schemas
@@ -42,7 +43,9 @@ def speaker(messages):
                          ("BRICK's part: ROBIN has", "revision"),
                          ("ROBIN's part: answer the person's task yourself", "second_opinion"), ("ROBIN's part", "antithesis"),
                          ("ALFRED's part: before the final", "own_working"),
-                         ("ALFRED's part: write the final", "synthesis")):
+                         ("ALFRED's part: write the final code", "final_code"),
+                         ("ALFRED's part: write the final", "synthesis"),
+                         ("ALFRED's part: this is the code", "code_answer")):
         if last.startswith(prefix):
             return node
     return None
@@ -52,12 +55,13 @@ class Script:
     """Prose for each instruction; the constrained follow-ups: a tool decision and scripted verdicts."""
 
     def __init__(self, verdicts, tool_on_turn=None, form="prose", results=(), own=(), compute="", program=None,
-                 fixed=None):
+                 fixed=None, code=()):
         self.verdicts = list(verdicts)
         self.form = form
         # ALFRED's quote of the range the task names (a string; "": none); BRICK's program (None: garbage)
         self.compute, self.program = compute, program
         self.fixed = fixed  # BRICK's program when shown why his last one failed (None: the same one again)
+        self.code = list(code)  # ALFRED's final code, one answer per try ({"lines", "checks"}; None: garbage)
         self.round = None
         self.results = list(results)  # number tasks: (ROBIN's, BRICK's) number per round
         self.own = list(own)  # number tasks: ALFRED's own result, when he is asked for one
@@ -77,12 +81,16 @@ class Script:
                 self.thesis_count += 1
                 return f"Analysis {self.thesis_count}."
             return {"plan": "1. Understand. 2. Answer.", "antithesis": "I feel you.",
-                    "second_opinion": "My own answer.", "own_working": "My working.", "synthesis": "Final answer."}[node]
+                    "second_opinion": "My own answer.", "own_working": "My working.", "synthesis": "Final answer.",
+                    "code_answer": "This is how the code works."}[node]
         props = fmt["properties"]
         if "form" in props:
             return json.dumps({"form": self.form, "items": 0, "list_marker": "1."})
         if "range" in props:
             return json.dumps({"range": self.compute or ""})
+        if "checks" in props:
+            answer = self.code.pop(0) if len(self.code) > 1 else self.code[0]
+            return json.dumps(answer) if answer is not None else "import this"
         if "lines" in props:
             mending = messages[-1]["content"].startswith("BRICK, in the sandbox")
             program = self.fixed if mending and self.fixed is not None else self.program
@@ -214,6 +222,9 @@ def test_number_tasks_compare_results_in_code_and_a_dispute_goes_to_a_blind_vote
     assert final["answer"] == "Final answer.\n\nAnswer: 24"  # the settled number closes it, on its own line
     answer = next(e.payload for e in events if e.topic == "utterance" and e.payload["node"] == "alfred_synthesize")
     assert answer["text"] == final["answer"] and answer["data"] == {"result": 24}
+    chats = [body for path, body in workshop.requests if path == "/api/chat"]
+    penalties = {("checks" in json.dumps(b.get("format") or {})): b["options"]["repeat_penalty"] for b in chats}
+    assert penalties == {True: 1.05, False: 1.15}  # code gets only a light repeat penalty
     streamed = "".join(e.payload["text"] for e in events if e.topic == "token" and e.payload["node"] == "alfred_synthesize")
     assert streamed.endswith("Final answer.\n\nAnswer: 24")
     assert script.verdicts == [] and script.results == [] and script.own == []  # no verdict was asked for
@@ -406,11 +417,15 @@ class ProgramWorkshop(RecordingWorkshop):
 
     def __init__(self, executor):
         super().__init__()
-        self.executor, self.programs = executor, []
+        self.executor, self.programs, self.checked = executor, [], []
 
     def compute(self, lines, *, cancel=None):
         self.programs.append(lines)
         return run_program(self.executor, lines, cancel=cancel)
+
+    def check_code(self, lines, checks, *, cancel=None):
+        self.checked.append(lines)
+        return check_code(self.executor, lines, checks, cancel=cancel)
 
 
 def run_with_sandbox(sandboxed, script, task_id, task):
@@ -421,6 +436,7 @@ def run_with_sandbox(sandboxed, script, task_id, task):
     with OllamaStandIn(models=MODELS, responder=script) as server:
         graph, _ = build(server.host, bus, graph_config(convergence_threshold=0.5, max_turns=3), workshop=workshop)
         final = graph.run(task_id, task)
+    workshop.requests = server.requests  # what reached the model, as Ollama would receive it
     return workshop, final, events
 
 
@@ -584,3 +600,60 @@ def test_real_embedded_model_respects_the_bounds():
     calls = [e.payload for e in events if e.topic == "model_call"]
     assert calls and all(c["prompt_tokens"] > 0 for c in calls)
     assert sum(c["reused_prompt_tokens"] for c in calls[1:]) > 0  # the shared conversation is reused
+
+
+IS_PRIME = ["def is_prime(n):", "    if n < 2:", "        return False",
+            "    for d in range(2, int(math.sqrt(n)) + 1):", "        if n % d == 0:", "            return False",
+            "    return True"]
+FIZZ_LIST = ["def fizzbuzz(n):", "    return ['Fizz' if i % 3 == 0 else str(i) for i in range(1, n + 1)]"]
+FIZZ = ["def fizzbuzz(n):", "    if n % 15 == 0:", "        return 'FizzBuzz'", "    if n % 3 == 0:",
+        "        return 'Fizz'", "    if n % 5 == 0:", "        return 'Buzz'", "    return str(n)"]
+FIZZ_CHECKS = ["fizzbuzz(3) == 'Fizz'", "fizzbuzz(10) == 'Buzz'", "fizzbuzz(15) == 'FizzBuzz'"]
+
+
+def test_the_final_code_is_written_as_json_checked_in_the_sandbox_and_given_below_alfred_s_words(sandboxed):
+    """A task that asks for code: ALFRED gives the final code as JSON with checks of his own; it is
+    checked (the `import math` he dropped is added) and run on its checks in the sandbox; his few
+    sentences on it stream, and the code follows with what the check found."""
+    script = Script(["aligned"], form="code", code=[{"lines": IS_PRIME, "checks": ["is_prime(7) == True",
+                                                                                 "is_prime(9) == False"]}])
+    workshop, final, events = run_with_sandbox(sandboxed, script, "k1", "Write a Python function is_prime(n).")
+    assert workshop.checked == [IS_PRIME]
+    code = "\n".join(["import math", *IS_PRIME])
+    assert final["answer"] == ("```python\n" + code + "\n```\nThe code passed its 2 checks in the sandbox.\n\n"
+                               "This is how the code works.")
+    asked = next(m for m in script.calls if m[-1]["content"].startswith("ALFRED's part: write the final code"))
+    assert "Write a Python function is_prime(n)." in asked[-1]["content"]
+    assert any("Analysis 1." in m["content"] for m in asked)  # written after the whole discussion
+    explain = next(m for m in script.calls if speaker(m) == "code_answer")
+    assert explain[:len(asked)] == asked and code in explain[-1]["content"]  # on from the code, cached
+    assert not any(speaker(m) == "synthesis" for m in script.calls)
+    last = [e.payload for e in events if e.topic == "utterance"][-1]
+    assert last["node"] == "alfred_synthesize" and last["text"] == final["answer"]
+    assert last["data"]["code_check"] == {"ok": True, "passed": 2, "checks": ["is_prime(7) == True", "is_prime(9) == False"],
+                                          "failures": [], "repairs": ["added the missing `import math`"]}
+    streamed = "".join(e.payload["text"] for e in events if e.topic == "token" and e.payload["node"] == "alfred_synthesize")
+    assert streamed.startswith("```python\nimport math\n") and streamed.endswith("sandbox.\n\nThis is how the code works.")
+
+
+def test_final_code_that_fails_a_check_is_shown_to_alfred_with_why_and_his_mended_code_is_given(sandboxed):
+    script = Script(["aligned"], form="code", code=[{"lines": FIZZ_LIST, "checks": FIZZ_CHECKS},
+                                                    {"lines": FIZZ, "checks": FIZZ_CHECKS}])
+    workshop, final, _ = run_with_sandbox(sandboxed, script, "k2", "Write a Python function fizzbuzz(n).")
+    assert workshop.checked == [FIZZ_LIST, FIZZ]
+    mend = next(m for m in script.calls if m[-1]["content"].startswith("ALFRED, in the sandbox"))
+    assert "fizzbuzz(3) returned ['1', '2', 'Fizz']" in mend[-1]["content"]
+    assert json.loads(mend[-2]["content"])["lines"] == FIZZ_LIST  # continuing his own answer
+    assert "\n".join(FIZZ) in final["answer"] and "passed its 3 checks" in final["answer"]
+
+
+def test_final_code_that_still_fails_is_given_with_what_failed_and_garbage_falls_back_to_prose(sandboxed):
+    script = Script(["aligned"], form="code", code=[{"lines": FIZZ_LIST, "checks": FIZZ_CHECKS},
+                                                    {"lines": ["def fizzbuzz(n):", "    return (n"], "checks": FIZZ_CHECKS}])
+    workshop, final, _ = run_with_sandbox(sandboxed, script, "k3", "Write a Python function fizzbuzz(n).")
+    assert len(workshop.checked) == 2  # one mending (graph.code_fixes = 1), then the one that failed least
+    assert "\n".join(FIZZ_LIST) in final["answer"]
+    assert "Check 1 (`fizzbuzz(3) == 'Fizz'`) failed" in final["answer"]
+    garbage = Script(["aligned"], form="code", code=[None])
+    workshop, final, _ = run_with_sandbox(sandboxed, garbage, "k4", "Write a Python function fizzbuzz(n).")
+    assert workshop.checked == [] and final["answer"] == "Final answer."

@@ -59,6 +59,7 @@ class Graph(_Strict):
     synthesis_tokens: int = Field(ge=16, le=4096)
     transcript_chars: int = Field(ge=1000)
     program_fixes: int = Field(ge=0, le=3)
+    code_fixes: int = Field(ge=0, le=3)
     tools: bool
 
 
@@ -197,6 +198,10 @@ class Prompts(_Strict):
     own_working: str
     own_result: str
     synthesis: str
+    final_code: str
+    code_fix: str
+    code_answer: str
+    code_block: str
     answer_line: str
     forge: str
     goal: str

@@ -26,21 +26,21 @@ from a4ps.config.templates import render
 from a4ps.events import EventBus
 from a4ps.forge import schemas
 from a4ps.forge.checks import ToolCheckError, assert_expression, check_tool, prepare_tool
+from a4ps.forge.code_check import CodeCheck, check_code
 from a4ps.forge.harness import SANDBOX_ERRORS, HarnessReport, call_in_sandbox, describe_failure, run_in_sandbox
 from a4ps.forge.harness import sandbox_error as _sandbox_error
 from a4ps.forge.program import ProgramOutcome, run_program
 from a4ps.forge.registry import BROKEN, OK, Tool, ToolRegistry
 from a4ps.models import ModelError, ModelManager
-from a4ps.models.types import ModelCancelled, Sampling
+from a4ps.models.types import CODE_REPEAT_PENALTY, ModelCancelled, Sampling
 from a4ps.protos import ProtoManager
 from a4ps.sandbox import SandboxUnavailable, SecureCodeExecutor
 
 log = logging.getLogger(__name__)
 
 FORGING_PERSONA = "BRICK"
-# Code wants near-greedy decoding and at most a light repeat penalty (indentation and names repeat
-# by nature; the schema's bounds are what stop a loop).
-FORGE_TEMPERATURE, FORGE_TOP_P, FORGE_REPEAT_PENALTY = 0.2, 0.9, 1.05
+# Code wants near-greedy decoding and at most a light repeat penalty (see CODE_REPEAT_PENALTY).
+FORGE_TEMPERATURE, FORGE_TOP_P, FORGE_REPEAT_PENALTY = 0.2, 0.9, CODE_REPEAT_PENALTY
 # After a revision failed too, the next attempt starts afresh, sampled hotter: asked again on the same
 # conversation a small model repeats its revision word for word (measured: attempts 2 and 3 identical).
 FRESH_TEMPERATURE = 0.8
@@ -192,6 +192,11 @@ class ToolForge:
     def compute(self, lines: list[str], *, cancel: threading.Event | None = None) -> ProgramOutcome:
         """Run a one-off program (a4ps.forge.program) in the sandbox: a task's number, computed."""
         return run_program(self._executor, lines, cancel=cancel)
+
+    def check_code(self, lines: list[str], checks: list[str], *,
+                   cancel: threading.Event | None = None) -> CodeCheck:
+        """Check a final answer's code (a4ps.forge.code_check): its names, then its checks in the sandbox."""
+        return check_code(self._executor, lines, checks, cancel=cancel)
 
     # --- forging ---------------------------------------------------------------------------------
     def _ask(self, spec: str, previous: tuple[dict, str] | None, on_token: Callable[[str], None] | None,

@@ -34,7 +34,7 @@ def compute_number(talk: Conversation, workshop: Workshop, state: DialogueState,
     for attempt in range(fixes + 1):
         try:
             lines = talk.voices.decide("BRICK", seen, PROGRAM, task_id=state["task_id"], node=node, turn=turn,
-                                       cancel=cancel, max_tokens=PROGRAM_TOKENS)["lines"]
+                                       cancel=cancel, max_tokens=PROGRAM_TOKENS, code=True)["lines"]
         except ModelError as exc:  # (a Stop is TaskCancelled, no ModelError: it goes through)
             log.warning("task %s: BRICK wrote no usable program (%s); he works it out by hand", state["task_id"], exc)
             return None

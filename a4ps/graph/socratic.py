@@ -39,6 +39,7 @@ from a4ps.config.schema import Codex, Graph
 from a4ps.config.templates import render, shown
 from a4ps.events import EventBus
 from a4ps.graph import dissonance, results as numbers, schemas
+from a4ps.graph.coding import code_answer
 from a4ps.graph.computing import compute_number
 from a4ps.graph.conversation import Conversation
 from a4ps.graph.routing import Router
@@ -266,8 +267,14 @@ class SocraticGraph:
         answer_line), so the result stands last and apart from the other numbers the prose mentions."""
         cancel = cancel_of(config)
         turn = state.get("turn", 0)
-        instruction = self._talk.fill(self._prompts.synthesis, state)
         form = state.get("form") or {}
+        if form.get("form") == "code" and self._workshop is not None:  # (a4ps.graph.coding)
+            answer = code_answer(self._talk, self._workshop, self._bus, state, cancel, turn=turn,
+                                 prompts=self._prompts, fixes=self._config.code_fixes,
+                                 max_tokens=self._config.synthesis_tokens)
+            if answer is not None:
+                return {"answer": answer}
+        instruction = self._talk.fill(self._prompts.synthesis, state)
         layout = list_layout(form["items"], form["list_marker"]) if form.get("form") == "list" and form.get("items") else None
         if numbers.decided(state.get("results", [])) is not None or numbers.computed(state.get("results", [])):
             # two of three agree, ALFRED among them, or BRICK's program computed the number: ALFRED writes

@@ -34,7 +34,8 @@ class DialogueState(TypedDict, total=False):
 
 
 class Workshop(Protocol):
-    """What the graph needs from the ToolForge: the usable tools, forging one, calling one."""
+    """What the graph needs from the ToolForge: the usable tools, forging one, calling one, running a
+    program, checking a final answer's code."""
 
     def usable_tools(self) -> list[dict]: ...
 
@@ -44,6 +45,8 @@ class Workshop(Protocol):
     def call(self, name: str, arguments: Any, *, cancel: threading.Event | None = None) -> Any: ...
 
     def compute(self, lines: list[str], *, cancel: threading.Event | None = None) -> Any: ...
+
+    def check_code(self, lines: list[str], checks: list[str], *, cancel: threading.Event | None = None) -> Any: ...
 
 
 def cancel_of(config: RunnableConfig | None) -> threading.Event:

@@ -11,7 +11,7 @@ from typing import Any
 
 from a4ps.events import EventBus
 from a4ps.models import ModelManager
-from a4ps.models.types import ModelCancelled, Sampling
+from a4ps.models.types import CODE_REPEAT_PENALTY, ModelCancelled, Sampling
 from a4ps.protos import ProtoManager
 
 
@@ -77,9 +77,12 @@ class Voices:
         return complete_part(result.text) if whole and result.truncated else result.text.strip()
 
     def decide(self, persona: str, messages: list[dict], schema: dict, *, task_id: str, node: str, turn: int,
-               cancel: threading.Event, max_tokens: int = 96) -> dict[str, Any]:
-        """A validated JSON decision (not shown as tokens); cancellable on every generated piece."""
+               cancel: threading.Event, max_tokens: int = 96, code: bool = False) -> dict[str, Any]:
+        """A validated JSON decision (not shown as tokens); cancellable on every generated piece.
+        `code`: the answer holds code, which gets only a light repeat penalty (CODE_REPEAT_PENALTY)."""
         model, sampling = self._sampling(persona, max_tokens, decision=True)
+        if code:
+            sampling.repeat_penalty = min(sampling.repeat_penalty, CODE_REPEAT_PENALTY)
 
         def on_piece(_: str) -> None:
             if cancel.is_set():

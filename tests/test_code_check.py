@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from a4ps.backend.compose import build_executor
-from a4ps.forge.code_check import CODE, CodeCheck, add_missing_imports, better, check_code, undefined_names
+from a4ps.forge.code_check import CHECKS, CODE, CodeCheck, add_missing_imports, better, check_code, undefined_names
 from a4ps.models.structured import validate
 from a4ps.sandbox import SandboxFailure
 from tests.test_forge import FailingSandbox, settings_for
@@ -49,7 +49,7 @@ def test_a_missing_standard_library_import_is_added_and_said():
 
 
 def test_code_that_passes_its_checks_in_the_sandbox(executor):
-    validate({"lines": IS_PRIME, "checks": PRIME_CHECKS}, CODE)
+    validate({"lines": IS_PRIME}, CODE) and validate({"checks": PRIME_CHECKS}, CHECKS)
     check = check_code(executor, IS_PRIME, PRIME_CHECKS)
     assert check.ok and check.passed == 3, check
     assert check.lines[0] == "import math" and check.repairs == ("added the missing `import math`",)

@@ -88,9 +88,12 @@ class Script:
             return json.dumps({"form": self.form, "items": 0, "list_marker": "1."})
         if "range" in props:
             return json.dumps({"range": self.compute or ""})
-        if "checks" in props:
-            answer = self.code.pop(0) if len(self.code) > 1 else self.code[0]
-            return json.dumps(answer) if answer is not None else "import this"
+        if "checks" in props:  # ALFRED's checks of the code he just gave
+            return json.dumps({"checks": self.code[0]["checks"]})
+        if "lines" in props and messages[-1]["content"].startswith(("ALFRED's part", "ALFRED, in the sandbox")):
+            if messages[-1]["content"].startswith("ALFRED, in the sandbox") and len(self.code) > 1:
+                self.code.pop(0)  # his code, mended
+            return json.dumps({"lines": self.code[0]["lines"]}) if self.code[0] is not None else "import this"
         if "lines" in props:
             mending = messages[-1]["content"].startswith("BRICK, in the sandbox")
             program = self.fixed if mending and self.fixed is not None else self.program
@@ -222,9 +225,6 @@ def test_number_tasks_compare_results_in_code_and_a_dispute_goes_to_a_blind_vote
     assert final["answer"] == "Final answer.\n\nAnswer: 24"  # the settled number closes it, on its own line
     answer = next(e.payload for e in events if e.topic == "utterance" and e.payload["node"] == "alfred_synthesize")
     assert answer["text"] == final["answer"] and answer["data"] == {"result": 24}
-    chats = [body for path, body in workshop.requests if path == "/api/chat"]
-    penalties = {("checks" in json.dumps(b.get("format") or {})): b["options"]["repeat_penalty"] for b in chats}
-    assert penalties == {True: 1.05, False: 1.15}  # code gets only a light repeat penalty
     streamed = "".join(e.payload["text"] for e in events if e.topic == "token" and e.payload["node"] == "alfred_synthesize")
     assert streamed.endswith("Final answer.\n\nAnswer: 24")
     assert script.verdicts == [] and script.results == [] and script.own == []  # no verdict was asked for
@@ -627,11 +627,18 @@ def test_the_final_code_is_written_as_json_checked_in_the_sandbox_and_given_belo
     assert any("Analysis 1." in m["content"] for m in asked)  # written after the whole discussion
     explain = next(m for m in script.calls if speaker(m) == "code_answer")
     assert explain[:len(asked)] == asked and code in explain[-1]["content"]  # on from the code, cached
+    assert [m["content"] for m in explain[len(asked):-1]] == [
+        json.dumps({"lines": IS_PRIME}), load_codex().prompts.code_checks,
+        json.dumps({"checks": ["is_prime(7) == True", "is_prime(9) == False"]})]
     assert not any(speaker(m) == "synthesis" for m in script.calls)
     last = [e.payload for e in events if e.topic == "utterance"][-1]
     assert last["node"] == "alfred_synthesize" and last["text"] == final["answer"]
     assert last["data"]["code_check"] == {"ok": True, "passed": 2, "checks": ["is_prime(7) == True", "is_prime(9) == False"],
                                           "failures": [], "repairs": ["added the missing `import math`"]}
+    chats = [body for path, body in workshop.requests if path == "/api/chat"]
+    penalties = {("lines" in json.dumps(b.get("format") or {}) or "checks" in json.dumps(b.get("format") or {})):
+                 b["options"]["repeat_penalty"] for b in chats}
+    assert penalties == {True: 1.05, False: 1.15}  # code gets only a light repeat penalty
     streamed = "".join(e.payload["text"] for e in events if e.topic == "token" and e.payload["node"] == "alfred_synthesize")
     assert streamed.startswith("```python\nimport math\n") and streamed.endswith("sandbox.\n\nThis is how the code works.")
 
@@ -643,7 +650,8 @@ def test_final_code_that_fails_a_check_is_shown_to_alfred_with_why_and_his_mende
     assert workshop.checked == [FIZZ_LIST, FIZZ]
     mend = next(m for m in script.calls if m[-1]["content"].startswith("ALFRED, in the sandbox"))
     assert "fizzbuzz(3) returned ['1', '2', 'Fizz']" in mend[-1]["content"]
-    assert json.loads(mend[-2]["content"])["lines"] == FIZZ_LIST  # continuing his own answer
+    assert json.loads(mend[-4]["content"])["lines"] == FIZZ_LIST  # continuing his own code and checks
+    assert json.loads(mend[-2]["content"])["checks"] == FIZZ_CHECKS
     assert "\n".join(FIZZ) in final["answer"] and "passed its 3 checks" in final["answer"]
 
 

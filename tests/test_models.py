@@ -218,6 +218,23 @@ def test_a_prose_layout_shapes_the_embedded_answer():
     assert result.prompt_tokens > 0
 
 
+def test_the_prose_layout_keeps_code_blocks_out_of_words_about_code():
+    """Asked outright for a code block, the model under prose_layout writes no backtick at all (the
+    words below an answer's checked code must not add code of their own)."""
+    from a4ps.models.structured import prose_layout
+
+    settings = plumbing_model(load_settings())
+    provider = EmbeddedProvider(settings.models.embedded)
+    ask = [{"role": "user", "content": "Show a Python example in a ```python code block that prints hello."}]
+    try:
+        free = provider.chat("m", ask, None, Sampling(0.0, 0.9, 60, 1.1), None)
+        shaped = provider.chat("m", ask, None, Sampling(0.0, 0.9, 60, 1.1, layout=prose_layout()), None)
+    finally:
+        provider.unload()
+    assert "`" in free.text  # the prompt does draw one out unshaped, so the check below can fail
+    assert "`" not in shaped.text and shaped.text.strip(), shaped.text
+
+
 def test_a_stop_during_the_prompt_aborts_the_embedded_call_and_the_next_call_works():
     """No token callback runs while llama.cpp reads a prompt; the abort callback stops it there."""
     import threading

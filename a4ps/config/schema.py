@@ -199,6 +199,7 @@ class Prompts(_Strict):
     own_result: str
     synthesis: str
     final_code: str
+    code_checks: str
     code_fix: str
     code_answer: str
     code_block: str

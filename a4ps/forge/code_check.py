@@ -25,17 +25,21 @@ from a4ps.sandbox import SandboxUnavailable, SecureCodeExecutor
 
 MAX_LINES, MAX_LINE_CHARS, MAX_CHECKS, MAX_CHECK_CHARS = 60, 160, 4, 200
 
-# The final code and its checks, as JSON lines (a code model asked for one JSON string of code often
-# leaves its newlines unescaped; see a4ps.forge.program).
+# The final code, as JSON lines (a code model asked for one JSON string of code often leaves its
+# newlines unescaped; see a4ps.forge.program), and its checks, asked after it: asked in one object, the
+# model closed its code with a line "checks" (it meant to start the next key), measured.
 CODE = {
     "type": "object",
-    "properties": {
-        "lines": {"type": "array", "minItems": 1, "maxItems": MAX_LINES,
-                  "items": {"type": "string", "maxLength": MAX_LINE_CHARS}},
-        "checks": {"type": "array", "minItems": 1, "maxItems": MAX_CHECKS,
-                   "items": {"type": "string", "maxLength": MAX_CHECK_CHARS}},
-    },
-    "required": ["lines", "checks"],
+    "properties": {"lines": {"type": "array", "minItems": 1, "maxItems": MAX_LINES,
+                             "items": {"type": "string", "maxLength": MAX_LINE_CHARS}}},
+    "required": ["lines"],
+    "additionalProperties": False,
+}
+CHECKS = {
+    "type": "object",
+    "properties": {"checks": {"type": "array", "minItems": 1, "maxItems": MAX_CHECKS,
+                              "items": {"type": "string", "maxLength": MAX_CHECK_CHARS}}},
+    "required": ["checks"],
     "additionalProperties": False,
 }
 _BUILTINS = frozenset(dir(builtins)) | {"__name__", "__file__", "__doc__"}
@@ -179,4 +183,4 @@ def better(first: CodeCheck, second: CodeCheck) -> CodeCheck:
     return second if rank(second) > rank(first) else first
 
 
-__all__ = ["CODE", "CodeCheck", "add_missing_imports", "better", "check_code", "undefined_names"]
+__all__ = ["CHECKS", "CODE", "CodeCheck", "add_missing_imports", "better", "check_code", "undefined_names"]

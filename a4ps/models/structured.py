@@ -205,3 +205,10 @@ def list_layout(items: int, marker: str = "1.") -> str:
         prefix = f"{number}. " if marker == "1." else "- "
         lines.append(f'"{prefix}" item' + (' "\\n"' if number < items else ""))
     return "root ::= " + " ".join(lines) + '\nitem ::= [A-Za-z0-9*"(] [^\\n]{1,400}\n'
+
+
+def prose_layout() -> str:
+    """GBNF for prose without a backtick: words about code shown above them, which must not add code
+    of their own (a stray example block, calling a name that is nowhere defined, was measured to be read
+    as part of the answer's code)."""
+    return "root ::= [^`]*\n"

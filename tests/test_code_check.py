@@ -69,7 +69,9 @@ def test_a_failed_check_says_what_the_call_returned_and_what_was_expected(execut
     (["def f(x):", "    return x"], ["not an expression ="], "no function with checks"),
     (["import numpy_that_is_not_there", "def f(x):", "    return x"], ["f(1) == 1"], "failed to load"),
     (["def f(x):", "    while True:", "        pass"], ["f(1) == 1"], "the sandbox killed the run (timeout)"),
-], ids=["syntax", "undefined", "bad-check", "import-error", "endless"])
+    (["def f(x):", "    return x\x00"], ["f(1) == 1"], "the code does not parse"),
+    (["def f(x):", "    return x"], ["f(1) == 1\x00"], "no function with checks"),
+], ids=["syntax", "undefined", "bad-check", "import-error", "endless", "null-in-code", "null-in-check"])
 def test_broken_code_is_a_reason_never_an_exception(executor, lines, checks, reason):
     check = check_code(executor, lines, checks, timeout_s=3)
     assert not check.ok and reason in check.summary, check

@@ -123,7 +123,7 @@ def _function(tree: ast.Module, checks: list[str]) -> str | None:
 def _usable(check: str) -> bool:
     try:
         ast.parse(check, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError):  # ValueError: a null byte (JSON lets "\u0000" through)
         return False
     return bool(check)
 
@@ -140,6 +140,8 @@ def check_code(executor: SecureCodeExecutor, lines: list[str], checks: list[str]
     except SyntaxError as exc:
         where = f" at `{exc.text.strip()}`" if exc.text and exc.text.strip() else ""
         return CodeCheck(tuple(lines), tuple(checks), (f"the code does not parse: {exc.msg}{where}",))
+    except ValueError as exc:  # a null byte in the code
+        return CodeCheck(tuple(lines), tuple(checks), (f"the code does not parse: {exc}",))
     result = CodeCheck(tuple(lines), tuple(checks), repairs=tuple(repairs))
     undefined = undefined_names("\n".join(lines))
     if undefined:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from a4ps.forge.checks import assert_expression, tests_from_asserts
 from a4ps.forge.harness import SANDBOX_ERRORS, describe_failure, run_in_sandbox, sandbox_error
+from a4ps.forge.schemas import string_list
 from a4ps.sandbox import SandboxUnavailable, SecureCodeExecutor
 
 MAX_LINES, MAX_LINE_CHARS, MAX_CHECKS, MAX_CHECK_CHARS = 60, 160, 4, 200
@@ -28,20 +29,8 @@ MAX_LINES, MAX_LINE_CHARS, MAX_CHECKS, MAX_CHECK_CHARS = 60, 160, 4, 200
 # The final code, as JSON lines (a code model asked for one JSON string of code often leaves its
 # newlines unescaped; see a4ps.forge.program), and its checks, asked after it: asked in one object, the
 # model closed its code with a line "checks" (it meant to start the next key), measured.
-CODE = {
-    "type": "object",
-    "properties": {"lines": {"type": "array", "minItems": 1, "maxItems": MAX_LINES,
-                             "items": {"type": "string", "maxLength": MAX_LINE_CHARS}}},
-    "required": ["lines"],
-    "additionalProperties": False,
-}
-CHECKS = {
-    "type": "object",
-    "properties": {"checks": {"type": "array", "minItems": 1, "maxItems": MAX_CHECKS,
-                              "items": {"type": "string", "maxLength": MAX_CHECK_CHARS}}},
-    "required": ["checks"],
-    "additionalProperties": False,
-}
+CODE = string_list("lines", MAX_LINES, MAX_LINE_CHARS)
+CHECKS = string_list("checks", MAX_CHECKS, MAX_CHECK_CHARS)
 _BUILTINS = frozenset(dir(builtins)) | {"__name__", "__file__", "__doc__"}
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from a4ps.config.templates import shown
 from a4ps.forge.harness import call_in_sandbox
+from a4ps.forge.schemas import string_list
 from a4ps.sandbox import SecureCodeExecutor
 
 FUNCTION = "compute"
@@ -25,15 +26,7 @@ RESULT_NAME = "answer"
 MAX_LINES, MAX_LINE_CHARS = 40, 160
 
 # BRICK's program, as JSON lines (see the module docstring).
-PROGRAM = {
-    "type": "object",
-    "properties": {
-        "lines": {"type": "array", "minItems": 1, "maxItems": MAX_LINES,
-                  "items": {"type": "string", "maxLength": MAX_LINE_CHARS}},
-    },
-    "required": ["lines"],
-    "additionalProperties": False,
-}
+PROGRAM = string_list("lines", MAX_LINES, MAX_LINE_CHARS)
 
 
 @dataclass

@@ -38,3 +38,15 @@ TOOL_REVISION = {
     "required": ["diagnosis", "verdict", *TOOL["required"]],
     "additionalProperties": False,
 }
+
+
+def string_list(field: str, max_items: int, max_chars: int) -> dict:
+    """An object with one field: a list of 1..max_items strings of at most max_chars (code as JSON
+    lines, checks as expressions)."""
+    return {
+        "type": "object",
+        "properties": {field: {"type": "array", "minItems": 1, "maxItems": max_items,
+                               "items": {"type": "string", "maxLength": max_chars}}},
+        "required": [field],
+        "additionalProperties": False,
+    }
